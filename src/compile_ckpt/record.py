@@ -1,0 +1,77 @@
+"""Named results that a notebook records in its own output, and a reader for them.
+
+``record("final_loss", 0.12)`` displays a small JSON bundle under a custom MIME type
+(plus a readable text line). The executed ``.ipynb`` then carries the value, and
+``read_records(path)`` returns every recorded value by name, last one winning.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+MIME = "application/vnd.compile-ckpt.record+json"
+log = logging.getLogger("compile_ckpt")
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy, pandas and torch scalars/tables into plain JSON values."""
+    if hasattr(value, "to_dict") and hasattr(value, "columns"):  # pandas DataFrame
+        return [to_jsonable(r) for r in value.to_dict(orient="records")]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy / torch
+        return to_jsonable(value.tolist())
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):
+        return to_jsonable(value.item())
+    return value
+
+
+def record(name: str, value: Any) -> Any:
+    """Store ``value`` under ``name`` in this notebook's output; return the stored value.
+
+    Raises ``TypeError`` if the value cannot be written as JSON.
+    """
+    plain = to_jsonable(value)
+    json.dumps(plain)  # fail here, in the notebook, not later in the reader
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - outside IPython
+        log.info("record %s = %r", name, plain)
+        return plain
+    text = json.dumps(plain)
+    short = text if len(text) <= 200 else text[:197] + "..."
+    if get_ipython() is None:
+        log.info("record %s = %s", name, short)
+    else:
+        display({MIME: {"name": name, "value": plain}, "text/plain": f"recorded {name} = {short}"},
+                raw=True)
+    return plain
+
+
+def read_records(notebook: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """Every value recorded in an executed notebook (a path or a loaded notebook dict)."""
+    if isinstance(notebook, Mapping):
+        nb = notebook
+    else:
+        with open(notebook, encoding="utf-8") as fh:
+            nb = json.load(fh)
+    found: dict[str, Any] = {}
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []) or []:
+            data = out.get("data") or {}
+            if MIME in data:
+                payload = data[MIME]
+                if isinstance(payload, str):
+                    payload = json.loads(payload)
+                found[payload["name"]] = payload["value"]
+    return found
