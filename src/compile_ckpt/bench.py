@@ -290,23 +290,27 @@ def run_cold_warm(profile: str = "auto", out_dir: str | Path | None = None, *,
                                                                      dict[str, list[float]]]:
     """Run the profile twice in fresh processes on one new inductor cache: cold, then warm.
 
-    The merged table has a ``cache`` column (``cold`` / ``warm``); step times and the
-    environment come from the cold run, plus the warm run's compile latencies.
+    The merged table has a ``run`` column (``cold`` / ``warm``; each run has its own eager
+    rows, so every speedup is measured side by side in one process); step times and the
+    environment come from the cold run.
     """
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="bench-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="inductor-cache-"))
     parts = []
-    for cache in ("cold", "warm"):
+    for cache in tqdm(("cold", "warm"), desc=f"bench {profile}: fresh processes", unit="run"):
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir),
                "TRITON_CACHE_DIR": str(cache_dir / "triton")}
         cmd = [sys.executable, "-m", "compile_ckpt.bench", "--profile", profile, "--device", device,
-               "--cache", cache, "--out", str(out / cache)]
+               "--cache", cache, "--out", str(out / cache), "--no-progress"]
         log.info("bench: %s run: %s", cache, " ".join(cmd))
-        subprocess.run(cmd, env=env, check=True, timeout=timeout)
+        proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark {cache} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
         parts.append(load_results(out / cache))
     (cold, env, steps), (warm, _, _) = parts
     env = {**env, "cache": "cold+warm"}
-    table = pd.concat([cold, warm[warm["mode"] != EAGER]], ignore_index=True)
+    # Each run keeps its own eager rows: a speedup is only ever computed within one process.
+    table = pd.concat([cold.assign(run="cold"), warm.assign(run="warm")], ignore_index=True)
     write_results(out, table, env, steps)
     return table, env, steps
 
@@ -339,7 +343,7 @@ def measure_ceilings(device: str | torch.device = "cuda") -> dict[str, float]:
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
     """One line per dtype and compiled mode: speedup, compile latency, break-even."""
-    cols = ["dtype", "mode", "cache", "median_ms", "speedup", "compile_latency_s", "breakeven_steps",
+    cols = ["run", "dtype", "mode", "cache", "median_ms", "speedup", "compile_latency_s", "breakeven_steps",
             "peak_mem_mb", "graph_breaks", "recompiles", "loss_agrees"]
     return table[[c for c in cols if c in table.columns]].reset_index(drop=True)
 
@@ -364,3 +368,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def committed_results(root: str | Path | None = None) -> list[Path]:
+    """Folders under ``results/`` that hold a benchmark table, newest first.
+
+    Looks in ``root``, else in ``./results``, ``../results`` and the repository's results
+    folder next to ``src/``.
+    """
+    candidates = [Path(root)] if root else [Path.cwd() / "results", Path.cwd().parent / "results",
+                                            Path(__file__).resolve().parents[2] / "results"]
+    for base in candidates:
+        found = sorted((p.parent for p in base.glob("*/bench.json")), reverse=True)
+        if found:
+            return found
+    return []
+
+
+def verdict(table: pd.DataFrame, claim: tuple[float, float] = (0.15, 0.25)) -> list[str]:
+    """Sentences comparing each measured compiled mode with the seed's claim that eager
+    pretraining is 15-25% slower (i.e. compile speeds steps up by 1.15-1.25x)."""
+    lo, hi = claim
+    lines = []
+    for _, r in table[table["mode"] != EAGER].iterrows():
+        gain = r["speedup"] - 1
+        where = ("within" if lo <= gain <= hi else "below" if gain < lo else "above")
+        pay = (f"pays back its {r['compile_latency_s']:.1f}s of compiling after {int(r['breakeven_steps'])} steps"
+               if r["breakeven_steps"] is not None and not pd.isna(r["breakeven_steps"])
+               else "never pays back its compile time")
+        lines.append(f"{r['device']} {r['dtype']} {r['mode']} ({r['cache']} cache): steps {gain:+.0%} "
+                     f"faster than eager, {where} the claimed {lo:.0%}-{hi:.0%}; {pay}.")
+    return lines

@@ -72,6 +72,7 @@ _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
 _OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer")
 _SCHEDULER_KEYS = ("scheduler_state_dict", "lr_scheduler", "scheduler")
 _ZIP_MAGIC = b"PK\x03\x04"
+BARE = "bare state dict"
 
 
 # --------------------------------------------------------------------------- errors
@@ -165,18 +166,25 @@ def wrapper_paths(model: nn.Module) -> frozenset[str]:
 def canonical_fqn(fqn: str, paths: Iterable[str] | None = None) -> str:
     """The fully qualified name of a parameter or buffer with wrapper segments removed.
 
-    With ``paths`` (from :func:`wrapper_paths` of the live model) exactly the wrapper
-    segments are removed. Without it, ``_orig_mod``, ``_checkpoint_wrapped_module`` and
-    ``_fsdp_wrapped_module`` are removed at any depth, and ``module`` is kept: only a live
-    model (or a whole state dict, see :func:`clean_state_dict`) can tell a DDP ``module.``
-    from a submodule really called ``module``.
+    ``_orig_mod``, ``_checkpoint_wrapped_module`` and ``_fsdp_wrapped_module`` are removed at
+    any depth. ``module`` is removed only where ``paths`` (from :func:`wrapper_paths` of the
+    live model) says a DDP or DataParallel put it: only a live model (or a whole state dict,
+    see :func:`clean_state_dict`) can tell a DDP ``module.`` from a submodule really called
+    ``module``.
     """
-    parts = fqn.split(".")
+    parts = [p for p in fqn.split(".") if p not in _UNAMBIGUOUS]
     if paths is None:
-        return ".".join(p for p in parts if p not in _UNAMBIGUOUS)
-    paths = paths if isinstance(paths, (set, frozenset)) else frozenset(paths)
-    kept = [p for i, p in enumerate(parts) if ".".join(parts[: i + 1]) not in paths]
-    return ".".join(kept)
+        return ".".join(parts)
+    # Only ``module`` is ambiguous. The paths are compared with the unambiguous segments
+    # removed, because state-dict keys may already lack some (checkpoint_wrapper hides its
+    # own segment through state-dict hooks; named_parameters() keeps it).
+    parallel = {_strip_unambiguous(p) for p in paths if p.rsplit(".", 1)[-1] == "module"}
+    return ".".join(p for i, p in enumerate(parts)
+                    if not (p == "module" and ".".join(parts[: i + 1]) in parallel))
+
+
+def _strip_unambiguous(fqn: str) -> str:
+    return ".".join(p for p in fqn.split(".") if p not in _UNAMBIGUOUS)
 
 
 def _drop_module_segments(fqn: str) -> str:
@@ -221,7 +229,7 @@ class LoadReport:
     optimizer_loaded: bool = False
     scheduler_loaded: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    container: str = "state dict"
+    container: str = "bare state dict"
 
     @property
     def removed_prefixes(self) -> Counter[str]:
@@ -279,12 +287,54 @@ def _match_keys(source_keys: Iterable[str], target_keys: Iterable[str],
                 target_paths: frozenset[str], origin: str | None) -> tuple[dict[str, str], list[Rename]]:
     """Map each source key to the target key it should fill (only those that match).
 
-    Order of preference: exact match (never renamed); same name once the unambiguous wrapper
-    segments are removed; same name once ``module`` segments are removed too. A name that
-    several target keys share at a tier is not used at that tier. Two source keys that
-    claim one target key raise :class:`CheckpointCollisionError`.
+    First the minimal interpretation: exact matches are kept, the rest matched by
+    canonical name (see :func:`_match_minimal`). If that leaves keys unmatched or
+    collides, the whole-dict interpretation is tried: the source cleaned as a whole (a
+    leading ``module.`` that *every* key carries is DDP's) against the target's exact
+    canonical names. It is used only if it matches every key on both sides; this resolves
+    DDP checkpoints of models that also have a real submodule called ``module``.
     """
-    targets = list(target_keys)
+    sources, targets = list(source_keys), list(target_keys)
+    try:
+        minimal = _match_minimal(sources, targets, target_paths, origin)
+        collision = None
+    except CheckpointCollisionError as exc:
+        minimal, collision = None, exc
+    if minimal is not None and len(minimal[0]) == len(sources) == len(targets):
+        return minimal
+    whole = _match_canonical(sources, targets, target_paths)
+    if whole is not None:
+        return whole
+    if collision is not None:
+        raise collision
+    assert minimal is not None
+    return minimal
+
+
+def _match_canonical(sources: list[str], targets: list[str], target_paths: frozenset[str]
+                     ) -> tuple[dict[str, str], list[Rename]] | None:
+    try:
+        cleaned, _ = _offline_clean(sources, None)
+    except CheckpointCollisionError:
+        return None
+    by_canon: dict[str, str] = {}
+    for t in targets:
+        c = canonical_fqn(t, target_paths)
+        if c in by_canon:
+            return None
+        by_canon[c] = t
+    if len(sources) != len(targets) or set(cleaned.values()) != set(by_canon):
+        return None
+    mapping = {s: by_canon[cleaned[s]] for s in sources}
+    return mapping, [Rename.between(s, t) for s, t in mapping.items() if s != t]
+
+
+def _match_minimal(sources: list[str], targets: list[str], target_paths: frozenset[str],
+                   origin: str | None) -> tuple[dict[str, str], list[Rename]]:
+    """Exact match (never renamed); else the same name once the unambiguous wrapper
+    segments are removed; else once ``module`` segments are removed too. A name that
+    several target keys share at a tier is not used at that tier. Two source keys that
+    claim one target key raise :class:`CheckpointCollisionError`."""
     target_set = set(targets)
     tier1: dict[str, list[str]] = defaultdict(list)
     tier2: dict[str, list[str]] = defaultdict(list)
@@ -295,7 +345,6 @@ def _match_keys(source_keys: Iterable[str], target_keys: Iterable[str],
 
     mapping: dict[str, str] = {}
     claimed: dict[str, str] = {}
-    sources = list(source_keys)
     # Exact matches first, so a later renamed key cannot steal their target.
     for s in sources:
         if s in target_set:
@@ -324,7 +373,7 @@ def _match_keys(source_keys: Iterable[str], target_keys: Iterable[str],
 
 
 def _offline_clean(keys: list[str], origin: str | None) -> tuple[dict[str, str], list[Rename]]:
-    """Rename keys without a model: unambiguous segments anywhere, plus a leading
+    """Rename keys without a model: unambiguous segments anywhere, plus one leading
     ``module.`` (in the leading run of wrapper segments) when every key carries it."""
     leading_module = bool(keys) and all(
         "module" in _leading_wrapper_run(k) for k in keys
@@ -332,10 +381,9 @@ def _offline_clean(keys: list[str], origin: str | None) -> tuple[dict[str, str],
     mapping, renames, seen = {}, [], {}
     for k in keys:
         parts = k.split(".")
-        run = len(_leading_wrapper_run(k))
-        new = [p for i, p in enumerate(parts)
-               if p not in _UNAMBIGUOUS and not (leading_module and i < run and p == "module")]
-        nk = ".".join(new)
+        if leading_module:  # DDP adds exactly one 'module.': drop the first in the leading run
+            parts.pop(_leading_wrapper_run(k).index("module"))
+        nk = ".".join(p for p in parts if p not in _UNAMBIGUOUS)
         if nk in seen:
             raise CheckpointCollisionError(
                 f"keys {seen[nk]!r} and {k!r} both clean to {nk!r}; refusing to keep one "
@@ -496,7 +544,8 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Any]:
 
 
 def extract_model_state_dict(obj: Any, origin: str | None = None) -> tuple[dict[str, Any], str]:
-    """Find the model's state dict in a loaded checkpoint; return it and where it was.
+    """Find the model's state dict in a loaded checkpoint; return it and where it was
+    (the container key, or ``BARE``).
 
     Accepts a bare state dict, or a dict holding one under ``model_state_dict``,
     ``state_dict`` or ``model``.
@@ -508,9 +557,9 @@ def extract_model_state_dict(obj: Any, origin: str | None = None) -> tuple[dict[
     for key in _MODEL_KEYS:
         inner = obj.get(key)
         if isinstance(inner, Mapping) and inner and _looks_like_state_dict(inner):
-            return dict(inner), f"'{key}'"
+            return dict(inner), key
     if obj and _looks_like_state_dict(obj):
-        return dict(obj), "state dict"
+        return dict(obj), BARE
     top = ", ".join(repr(k) for k in list(obj)[:8]) or "nothing"
     raise CheckpointFormatError(
         f"no model state dict found; top-level keys are {top}. Expected a state dict or a "
@@ -542,9 +591,11 @@ def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: n
     :class:`CheckpointMismatchError` *before* anything is copied into the model.
     The caller's checkpoint object is never mutated.
     """
-    origin = None if isinstance(source, Mapping) else str(source)
-    obj = source if isinstance(source, Mapping) else read_checkpoint(
-        source, map_location=map_location, mmap=mmap)
+    if isinstance(source, (str, os.PathLike)):
+        origin: str | None = str(source)
+        obj = read_checkpoint(source, map_location=map_location, mmap=mmap)
+    else:
+        origin, obj = None, source  # an already loaded object; checked below
     state, container = extract_model_state_dict(obj, origin)
     target_sd = model.state_dict(keep_vars=True)
     mapping, renames = _match_keys(state.keys(), target_sd.keys(), wrapper_paths(model), origin)

@@ -47,7 +47,13 @@ def make_datasets(model_cfg: ModelConfig | None = None, data_cfg: DataConfig | N
     g = torch.Generator().manual_seed(data_cfg.seed)
     w = torch.randn(model_cfg.tabular_features, generator=g) / math.sqrt(model_cfg.tabular_features)
     sizes = {"pretrain": data_cfg.pretrain, "final": data_cfg.final, "val": data_cfg.val}
-    return {name: _make_split(sizes[name], model_cfg, data_cfg.noise, g, w) for name in SPLITS}
+    splits = {name: _make_split(sizes[name], model_cfg, data_cfg.noise, g, w) for name in SPLITS}
+    # Standardise the target with the pretraining split's statistics (all splits alike),
+    # so a loss of 1.0 means "no better than predicting the mean".
+    y = splits["pretrain"].tensors[2]
+    mean, std = y.mean(), y.std()
+    return {name: TensorDataset(ds.tensors[0], ds.tensors[1], (ds.tensors[2] - mean) / std)
+            for name, ds in splits.items()}
 
 
 def make_loader(dataset: TensorDataset, batch_size: int = 64, *, shuffle: bool = True,

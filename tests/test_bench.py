@@ -1,0 +1,58 @@
+"""The benchmark harness on cpu-smoke (structure and sanity, never a speed threshold),
+and the plots on the committed GPU table."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import matplotlib
+import pytest
+
+from compile_ckpt import bench, plots
+
+matplotlib.use("agg")
+RESULTS = sorted(Path(__file__).resolve().parents[1].glob("results/*/bench.json"))
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    return bench.run_cold_warm("cpu-smoke", out, device="cpu"), out
+
+
+def test_table_structure_and_sanity(smoke):
+    (table, env, steps), out = smoke
+    assert set(table["cache"]) == {"n/a", "cold", "warm"}
+    assert (out / "bench.csv").exists() and (out / "bench.json").exists()
+    assert env["profile"] == "cpu-smoke" and env["torch"] and env["threads"] >= 1
+    assert (table["median_ms"] > 0).all() and (table["p25_ms"] <= table["p75_ms"]).all()
+    assert set(table["run"]) == {"cold", "warm"}
+    cold = table[(table["cache"] == "cold")].iloc[0]
+    eager = table[(table["mode"] == "eager") & (table["run"] == "cold")].iloc[0]
+    assert cold["speedup"] == pytest.approx(eager["median_ms"] / cold["median_ms"])
+    assert cold["median_ms"] == pytest.approx(statistics.median(steps["float32/default"]) * 1e3)
+    assert table["loss_agrees"].all()
+    assert (table["graph_breaks"] == 0).all() and (table["timing_recompiles"] == 0).all()
+    warm = table[(table["cache"] == "warm")].iloc[0]
+    assert warm["compile_latency_s"] < cold["compile_latency_s"]  # the cache did something
+    assert len(steps["float32/eager"]) == bench.PROFILES["cpu-smoke"].repeats
+
+
+def test_resolve_profile():
+    import torch
+
+    assert bench.resolve_profile("auto", torch.device("cpu")).name == "laptop"
+    assert bench.resolve_profile("auto", torch.device("cuda")).name == "gpu"
+    with pytest.raises(ValueError, match="unknown profile"):
+        bench.resolve_profile("huge", torch.device("cpu"))
+
+
+@pytest.mark.skipif(not RESULTS, reason="no committed results/*/bench.json")
+def test_plots_on_committed_gpu_table(tmp_path):
+    table, env, steps = bench.load_results(RESULTS[-1].parent)
+    assert env["device"] == "cuda"
+    fig = plots.plot_benchmark(table, steps, env)
+    assert len(fig.axes) == 4
+    fig.savefig(tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 10_000

@@ -1,0 +1,225 @@
+"""The target-aware loader, saving, cleaning and reports."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from conftest import SMALL, compiled, same_outputs
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from compile_ckpt import (
+    CheckpointCollisionError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    canonical_fqn,
+    clean_state_dict,
+    from_checkpoint,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    unwrap_model,
+    wrapper_paths,
+)
+from compile_ckpt.model import ModelConfig, build_model
+
+
+def test_unwrap_model_any_stack_and_idempotent(small_model, gloo):
+    m = small_model()
+    for wrapped in (compiled(m), DDP(compiled(m)), compiled(DDP(m)), nn.DataParallel(compiled(m)), m):
+        assert unwrap_model(wrapped) is m
+        assert unwrap_model(unwrap_model(wrapped)) is m
+
+
+def test_canonical_fqn_offline_and_exact(small_model, gloo):
+    assert canonical_fqn("_orig_mod.a.b") == "a.b"
+    assert canonical_fqn("enc._orig_mod.0.weight") == "enc.0.weight"
+    assert canonical_fqn("x._checkpoint_wrapped_module.w") == "x.w"
+    assert canonical_fqn("module.fc.weight") == "module.fc.weight"  # ambiguous without a model
+    d = DDP(compiled(small_model()))
+    assert wrapper_paths(d) == {"module", "module._orig_mod"}
+    assert canonical_fqn("module._orig_mod.head.0.weight", wrapper_paths(d)) == "head.0.weight"
+
+
+@pytest.mark.parametrize("save_wrap", ["plain", "compile", "submodule", "ddp_compile", "compile_ddp", "inplace"])
+@pytest.mark.parametrize("load_wrap", ["plain", "compile", "submodule", "ddp_compile", "compile_ddp", "inplace"])
+def test_any_wrapping_into_any_wrapping(save_wrap, load_wrap, gloo):
+    def wrap(kind, seed):
+        m = build_model(SMALL, seed=seed)
+        if kind == "compile":
+            return compiled(m)
+        if kind == "submodule":
+            m.cnn_layers = compiled(m.cnn_layers)
+            return m
+        if kind == "ddp_compile":
+            return DDP(compiled(m))
+        if kind == "compile_ddp":
+            return compiled(DDP(m))
+        if kind == "inplace":
+            m.compile(backend="eager")
+        return m
+
+    src, dst = wrap(save_wrap, 0), wrap(load_wrap, 1)
+    sd = src.state_dict()
+    keys_before = list(sd)
+    report = load_checkpoint(sd, dst)
+    assert report.ok and report.loaded == report.total
+    assert list(sd) == keys_before  # the caller's dict is not mutated
+    assert same_outputs(src, dst)
+
+
+def test_key_that_matches_is_never_renamed():
+    class Holder(nn.Module):  # a real submodule called "module"
+        def __init__(self):
+            super().__init__()
+            self.module = nn.Linear(2, 2)
+            self.other = nn.Linear(2, 2)
+
+    src, dst = Holder(), Holder()
+    report = load_checkpoint(src.state_dict(), dst)
+    assert report.renames == []
+    # Compiled Holder: '_orig_mod.module.weight' goes to 'module.weight', keeping the real 'module'.
+    report = load_checkpoint(compiled(src).state_dict(), Holder())
+    assert {r.target for r in report.renames} == {"module.weight", "module.bias", "other.weight", "other.bias"}
+    assert all(r.removed == ("_orig_mod",) for r in report.renames)
+    cleaned, _ = clean_state_dict(compiled(src).state_dict())
+    assert set(cleaned) == set(src.state_dict())  # offline: 'module' kept, it is not on every key
+
+
+def test_collision_is_an_error_not_an_overwrite(small_model):
+    m = small_model()
+    sd = dict(m.state_dict())
+    sd["_orig_mod.head.0.weight"] = torch.zeros_like(sd["head.0.weight"])
+    target = small_model(1)
+    before = target.head[0].weight.clone()
+    with pytest.raises(CheckpointCollisionError, match="head.0.weight"):
+        load_checkpoint(sd, target)
+    assert torch.equal(target.head[0].weight, before)  # nothing was loaded
+    with pytest.raises(CheckpointCollisionError):
+        clean_state_dict(sd)
+
+
+def test_offline_clean_strips_leading_module_only_when_every_key_has_it(small_model, gloo):
+    sd = compiled(DDP(small_model())).state_dict()
+    cleaned, report = clean_state_dict(sd)
+    assert set(cleaned) == set(small_model().state_dict())
+    assert report.removed_prefixes == {"_orig_mod.": len(sd), "module.": len(sd)}
+
+
+def test_report_str_names_the_prefix(small_model, caplog):
+    with caplog.at_level(logging.INFO, logger="compile_ckpt"):
+        report = load_checkpoint(compiled(small_model()).state_dict(), small_model(1))
+    line = str(report)
+    assert "removed '_orig_mod.'" in line and f"{report.total}/{report.total}" in line
+    assert line in caplog.text  # the same line goes to logging
+    into = load_checkpoint(small_model().state_dict(), compiled(small_model(1)))
+    assert "added '_orig_mod.'" in str(into)
+    assert "nothing renamed" in str(load_checkpoint(small_model().state_dict(), small_model(1)))
+
+
+def test_mismatch_error_groups_keys_lists_shapes_and_names_cause(small_model):
+    big = build_model(ModelConfig(signal_length=16, cnn_channels=(4, 8, 8), mlp_hidden=8, head_hidden=8))
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(big.state_dict(), small_model())
+    text = str(err.value)
+    assert "Unexpected key(s)" in text and "cnn_layers.4: weight, bias" in text
+    assert "Likely cause: extra tensors" in text
+    renamed = {k.replace("head", "regressor"): v for k, v in small_model().state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="Likely cause: another architecture"):
+        load_checkpoint(renamed, small_model())
+    other = build_model(ModelConfig(signal_length=16, cnn_channels=(4, 16), mlp_hidden=8, head_hidden=8))
+    with pytest.raises(CheckpointMismatchError, match=r"cnn_layers.2.weight: \[16, 4, 5\] -> \[8, 4, 5\]"):
+        load_checkpoint(other.state_dict(), small_model())
+    partial = dict(small_model().state_dict())
+    partial.pop("head.3.bias")
+    with pytest.raises(CheckpointMismatchError, match="partial checkpoint"):
+        load_checkpoint(partial, small_model())
+    report = load_checkpoint(partial, small_model(), strict=False)
+    assert report.missing == ["head.3.bias"]
+    lightning = {f"model.{k}": v for k, v in small_model().state_dict().items()}
+    with pytest.raises(CheckpointMismatchError, match="every unexpected key starts with 'model.'"):
+        load_checkpoint(lightning, small_model())
+
+
+def test_mismatch_message_is_bounded_for_huge_models():
+    src = nn.Sequential(*[nn.Linear(2, 2) for _ in range(500)])
+    dst = nn.Sequential(*[nn.Linear(3, 3) for _ in range(10)], *[nn.Conv1d(2, 2, 1) for _ in range(500)])
+    with pytest.raises(CheckpointMismatchError) as err:
+        load_checkpoint(src.state_dict(), dst)
+    assert len(str(err.value)) < 4000
+    assert "more modules" in str(err.value)
+
+
+def test_save_writes_clean_keys_and_full_state(tmp_path, small_model, gloo):
+    m = small_model()
+    m.cnn_layers = compiled(m.cnn_layers)
+    model = DDP(compiled(m))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    x = unwrap_model(model).example_inputs(4)
+    model(*x).sum().backward()
+    opt.step()
+    sched.step()
+    path = save_checkpoint(tmp_path / "c.pt", model, optimizer=opt, scheduler=sched,
+                           metadata={"epoch": 3, "note": "x", "version": torch.__version__})
+    obj = torch.load(path, weights_only=True)
+    assert set(obj["model_state_dict"]) == set(build_model(SMALL).state_dict())
+    assert obj["metadata"]["epoch"] == 3 and type(obj["metadata"]["version"]) is str
+    fresh = small_model(5)
+    opt2 = torch.optim.AdamW(fresh.parameters(), lr=0.1)
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, 1)
+    fresh.load_state_dict(obj["model_state_dict"])  # plain PyTorch loads it
+    report = load_checkpoint(path, small_model(6), optimizer=opt2, scheduler=sched2)
+    assert report.optimizer_loaded and report.scheduler_loaded
+    assert sched2.last_epoch == 1 and opt2.state_dict()["state"][0]["step"] == 1
+    assert report.metadata["epoch"] == 3
+
+
+def test_metadata_refuses_what_a_safe_load_cannot_read(tmp_path, small_model):
+    with pytest.raises(TypeError, match="metadata"):
+        save_checkpoint(tmp_path / "c.pt", small_model(), metadata={"bad": object()})
+    assert not (tmp_path / "c.pt").exists()
+
+
+def test_safetensors_round_trip(tmp_path, small_model):
+    src = compiled(small_model())
+    path = save_checkpoint(tmp_path / "w.safetensors", src, metadata={"epoch": 2})
+    dst = small_model(3)
+    report = load_checkpoint(path, dst)
+    assert report.ok and report.metadata["epoch"] == 2
+    assert same_outputs(src, dst)
+    with pytest.raises(ValueError, match="weights only"):
+        save_checkpoint(tmp_path / "x.safetensors", src, optimizer=torch.optim.SGD(src.parameters(), 0.1))
+
+
+def test_mmap_assign_meta_model(tmp_path, small_model):
+    src = small_model()
+    path = save_checkpoint(tmp_path / "c.pt", compiled(src))
+    model, report = from_checkpoint(path, lambda: build_model(SMALL))
+    assert report.ok
+    assert not any(p.is_meta for p in model.parameters())
+    assert all(p.requires_grad for p in model.parameters())
+    assert same_outputs(src, model)
+
+
+def test_containers_and_wrong_container(small_model):
+    sd = small_model().state_dict()
+    for obj in ({"state_dict": sd}, {"model": sd}, {"model_state_dict": sd, "epoch": 1}, sd):
+        assert load_checkpoint(obj, small_model(1)).ok
+    with pytest.raises(CheckpointFormatError, match="top-level keys are 'weights'"):
+        load_checkpoint({"weights": [1, 2]}, small_model())
+    with pytest.raises(CheckpointFormatError, match="list"):
+        load_checkpoint([1, 2], small_model())  # type: ignore[arg-type]
+
+
+def test_optimizer_requested_but_absent_is_clear(small_model):
+    m = small_model()
+    with pytest.raises(CheckpointFormatError, match="optimizer"):
+        load_checkpoint(m.state_dict(), m, optimizer=torch.optim.SGD(m.parameters(), 0.1))
+
+
+def test_read_checkpoint_loads_weights_only(tmp_path):
+    torch.save({"a": torch.ones(2)}, tmp_path / "a.pt")
+    assert torch.equal(read_checkpoint(tmp_path / "a.pt")["a"], torch.ones(2))
