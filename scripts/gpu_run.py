@@ -21,7 +21,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
 
 from compile_ckpt import bench, pitfalls  # noqa: E402
 from compile_ckpt.env import resolve_device, versions  # noqa: E402

@@ -6,7 +6,6 @@ import logging
 
 import pytest
 import torch
-from conftest import SMALL, compiled, same_outputs
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -24,6 +23,7 @@ from compile_ckpt import (
     wrapper_paths,
 )
 from compile_ckpt.model import ModelConfig, build_model
+from conftest import SMALL, compiled, same_outputs
 
 
 def test_unwrap_model_any_stack_and_idempotent(small_model, gloo):

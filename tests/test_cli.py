@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import torch
-from conftest import compiled
 
 from compile_ckpt.cli import main
+from conftest import compiled
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

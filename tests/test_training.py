@@ -6,12 +6,12 @@ import logging
 
 import pytest
 import torch
-from conftest import SMALL
 
 from compile_ckpt.data import DataConfig, make_datasets, make_loader
 from compile_ckpt.env import compile_adds_prefix, resolve_device
 from compile_ckpt.model import ModelConfig, MultimodalRegressionModel, build_model
 from compile_ckpt.training import fit, predict
+from conftest import SMALL
 
 TINY_DATA = DataConfig(pretrain=256, final=128, val=128)
 
