@@ -88,6 +88,32 @@ def check_05(r: dict[str, Any]) -> None:
     assert set(r["speedups_here"]) == {"float32/default/cold", "float32/default/warm"}
 
 
+def check_06(r: dict[str, Any]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        assert r["cudagraphs_skipped"] is False
+    else:
+        assert r["cudagraphs_skipped"] is True and "need a CUDA GPU" in r["cudagraphs_skip_reason"]
+    assert r["cudagraphs_committed_shown"] is True
+    ac = r["activation_checkpointing"]
+    assert ac["loss_abs_diff"] == 0.0 and ac["grad_max_abs_diff"] == 0.0
+    assert ac["memory_saved_mb"] > 0
+    cw = r["checkpoint_wrapper"]
+    assert "_checkpoint_wrapped_module" not in cw["state_dict_keys"][0]
+    assert "_checkpoint_wrapped_module" in cw["named_parameter_keys"][0]
+    assert cw["cleaned_named_parameter_keys"][0] == "cnn_layers.0.weight" and cw["loads_into_plain"] is True
+    wr = r["ddp_wrappings"]
+    assert wr["DDP(torch.compile(m))"]["state_dict_keys"][0].startswith("module._orig_mod.")
+    assert wr["torch.compile(DDP(m))"]["state_dict_keys"][0].startswith("_orig_mod.module.")
+    assert wr["DDP(m) after m.compile()"]["state_dict_keys"][0].startswith("module.cnn_layers")
+    assert all(w["saved_keys_clean"] and w["predictions_identical"] for w in wr.values())
+    dcp = r["dcp"]
+    assert dcp["keys_clean"] and dcp["roundtrip_identical"] and dcp["converted_loads"]
+    assert dcp["converted_predictions_identical"] is True
+    assert r["ddp_resume_max_abs_diff"] < 1e-6
+
+
 # notebook stem -> (small parameters, checks on what it recorded)
 CASES: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = {
     "00_check_setup": ({}, check_00),
@@ -97,6 +123,7 @@ CASES: dict[str, tuple[dict[str, Any], Callable[[dict[str, Any]], None]]] = {
     "04_pretrain_finetune_pipeline": ({"pretrain_epochs": 2, "final_epochs": 3, "resume_at": 1,
                                        "pretrain_samples": 512, "final_samples": 256}, check_04),
     "05_benchmark_compiled_vs_eager": ({"profile": "cpu-smoke"}, check_05),
+    "06_pitfalls_and_scaling_out": ({"ac_batch": 64, "ddp_compile_backend": "eager"}, check_06),
 }
 
 

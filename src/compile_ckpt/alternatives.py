@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import inspect
 import os
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import WRAPPER_SEGMENTS, load_checkpoint, save_checkpoint, unwrap_model
+from .distributed import single_process_group
 from .model import ModelConfig, build_model
 from .recipes import save_orig_mod, seed_clean_on_load
 
@@ -96,28 +95,6 @@ OPTIONS: tuple[Option, ...] = (
 
 
 # --------------------------------------------------------------- process group, tracking
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def single_process_group() -> Iterator[None]:
-    """A gloo process group of world size 1 (so DDP can wrap a model in one process);
-    reuses one that is already initialised."""
-    if dist.is_initialized():
-        yield
-        return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ["MASTER_PORT"] = str(_free_port())
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        yield
-    finally:
-        dist.destroy_process_group()
-
-
 @contextlib.contextmanager
 def track_private_access() -> Iterator[list[str]]:
     """Record reads of ``OptimizedModule._orig_mod`` made by code outside torch and outside

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -220,13 +219,34 @@ def _ac_peak(checkpointing: bool, compiled: bool, dev: torch.device, batch: int)
 
 
 def _ac_child(checkpointing: bool, compiled: bool, batch: int) -> int:
-    """In a fresh process: peak RSS growth over one training step (bytes)."""
+    """In a fresh process: how far RSS rises above its level just before one training step
+    (bytes), sampled every millisecond on a thread (``ru_maxrss`` would keep the import's
+    peak, which can exceed the step's)."""
+    import threading
+
+    import psutil
+
     dev = torch.device("cpu")
     if compiled:  # compile (and warm the cache) first, so the compiler's memory is not counted
         _ac_step(checkpointing, compiled, dev, 2)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    _ac_step(checkpointing, compiled, dev, batch)
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            done.wait(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        _ac_step(checkpointing, compiled, dev, batch)
+    finally:
+        done.set()
+        t.join()
+    return max(peak[0], proc.memory_info().rss) - base
 
 
 def use_reentrant_warning() -> str:
@@ -257,3 +277,14 @@ def checkpoint_wrapper_keys() -> dict[str, Any]:
             "named_parameter_keys": [n for n, _ in compiled.named_parameters()][:3],
             "cleaned_named_parameter_keys": list(cleaned)[:3],
             "loads_into_plain": report.ok, "report": str(report)}
+
+
+def committed_gpu_record(name: str) -> tuple[dict[str, Any] | None, str]:
+    """The newest ``results/<gpu>-<date>/<name>.json`` measured on a GPU, and its folder name."""
+    from .bench import committed_results
+
+    for folder in committed_results():
+        path = folder / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text()), folder.name
+    return None, ""

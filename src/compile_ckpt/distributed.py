@@ -1,0 +1,76 @@
+"""Process groups for single-process demos, and a bounded ``torchrun`` launcher that never
+leaves workers behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+log = logging.getLogger("compile_ckpt")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def single_process_group() -> Iterator[None]:
+    """A gloo process group of world size 1 (so DDP can wrap a model in one process);
+    reuses one that is already initialised."""
+    if dist.is_initialized():
+        yield
+        return
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float = 600,
+           out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Run ``python -m torch.distributed.run --nproc-per-node N -m module args`` on a free
+    port, in its own process group; kill the whole group on timeout; return the JSON the job
+    wrote to ``out_json`` (passed to it as ``--out``), plus ``wall_s`` and the log tail."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", module, *args]
+    if out_json is not None:
+        cmd += ["--out", str(out_json)]
+    log.info("launching: %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        raise TimeoutError(f"{module} did not finish in {timeout}s; all its processes were killed.\n"
+                           f"{output[-3000:]}") from None
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the job outlives this call
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} failed with exit code {proc.returncode}:\n{output[-4000:]}")
+    result: dict[str, Any] = json.loads(Path(out_json).read_text()) if out_json else {}
+    result["wall_s"] = round(time.perf_counter() - t0, 1)
+    result["log_tail"] = output[-2000:]
+    return result
