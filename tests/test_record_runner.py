@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from compile_ckpt.record import MIME, read_records, record, to_jsonable
-from compile_ckpt.runner import NotebookRun, parameters_cell, run_notebook, write_summary
+from compile_ckpt.runner import NotebookRun, parameters_cell, run_notebook, write_index_html, write_summary
 
 
 def _nb(tmp_path, params_src: str, body: str):
@@ -61,3 +61,12 @@ def test_write_summary(tmp_path):
     text = md.read_text()
     assert "| [00_a](00_a.ipynb) | ok | 1.5 | x=0.1235 |" in text and "boom" in text
     assert json.loads(js.read_text())[0]["records"]["big"][-1] == 98
+
+
+def test_index_html_links_each_executed_notebook(tmp_path):
+    path = _nb(tmp_path, "n = 1", "from compile_ckpt.record import record\nrecord('answer', 42)")
+    run = run_notebook(path, tmp_path / "run" / "t.ipynb", {}, timeout=120)
+    index = write_index_html([run], tmp_path / "run")
+    text = index.read_text()
+    assert '<a href="t.html">t</a>' in text and "answer = 42" in text
+    assert "record(" in (tmp_path / "run" / "t.html").read_text()  # the notebook, converted

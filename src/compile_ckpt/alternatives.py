@@ -166,6 +166,21 @@ def _try(option: Option, src: nn.Module, dst: nn.Module, path: Path) -> _Outcome
     return _Outcome(True, same, "" if same else "loaded, but predictions differ")
 
 
+def _legacy_loads(option: Option, config: ModelConfig, path: Path) -> bool:
+    """Does the recipe's *loader* read a file saved the seed's way (``_orig_mod.`` keys)
+    into the target it is meant for, with identical predictions?"""
+    src = torch.compile(build_model(config, seed=0), backend="eager")
+    _torch_save_state(src, path)
+    dst = _target(config, option.compile_target_first)
+    try:
+        option.load(path, dst)
+    except Exception:  # noqa: BLE001 - not loading is the answer
+        return False
+    x = unwrap_model(src).example_inputs(4)
+    with torch.no_grad():
+        return torch.equal(unwrap_model(src).eval()(*x), unwrap_model(dst).eval()(*x))
+
+
 def _clean_keys(path: Path) -> bool:
     keys = torch.load(path, weights_only=True)["model_state_dict"].keys()
     return not any(seg in k.split(".") for k in keys for seg in WRAPPER_SEGMENTS)
@@ -195,6 +210,7 @@ def compare_alternatives(workdir: str | os.PathLike[str], config: ModelConfig | 
                     out[key] = _try(opt, _source(opt, config, kind), _target(config, compiled),
                                     work / f"{i}_{key}.pt")
             clean = _clean_keys(work / f"{i}_eager.pt")
+            legacy = _legacy_loads(opt, config, work / f"{i}_legacy.pt")
             loaded = [o for o in out.values() if o.loaded]
             target_compiled = opt.compile_target_first
             src, dst, path = _source(opt, config, "plain"), _target(config, target_compiled), work / f"{i}_t.pt"
@@ -218,6 +234,7 @@ def compare_alternatives(workdir: str | os.PathLike[str], config: ModelConfig | 
                 "handles DDP module.": out["ddp"].loaded,
                 "your code touches _orig_mod": bool(hits),
                 "saved keys are clean": clean,
+                "loads a legacy _orig_mod. file": legacy,
                 "predictions identical after load": bool(loaded) and all(o.identical for o in loaded),
                 "save+load ms": round(sorted(times)[len(times) // 2] * 1e3, 2) if times else None,
                 "notes": "; ".join(f"{k}: {o.note}" for k, o in out.items() if o.note),

@@ -623,26 +623,25 @@ def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: n
     if assign:
         _check_no_meta(model, origin)
 
-    if optimizer is not None:
-        opt_state = _first(obj, _OPTIMIZER_KEYS)
-        if opt_state is None:
-            if strict:
-                raise CheckpointFormatError("an optimizer was passed but the checkpoint holds no "
-                                            f"optimizer state (looked for {list(_OPTIMIZER_KEYS)})", origin)
-        else:
-            optimizer.load_state_dict(opt_state)
-            report.optimizer_loaded = True
-    if scheduler is not None:
-        sch_state = _first(obj, _SCHEDULER_KEYS)
-        if sch_state is None:
-            if strict:
-                raise CheckpointFormatError("a scheduler was passed but the checkpoint holds no "
-                                            f"scheduler state (looked for {list(_SCHEDULER_KEYS)})", origin)
-        else:
-            scheduler.load_state_dict(sch_state)
-            report.scheduler_loaded = True
+    report.optimizer_loaded = _load_extra(obj, _OPTIMIZER_KEYS, optimizer, "optimizer", strict, origin)
+    report.scheduler_loaded = _load_extra(obj, _SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
     log.info("%s", report)
     return report
+
+
+def _load_extra(obj: Mapping[str, Any], keys: tuple[str, ...], target: Any, what: str, strict: bool,
+                origin: str | None) -> bool:
+    """Load the optimizer or scheduler state into ``target``; say whether it was there."""
+    if target is None:
+        return False
+    state = _first(obj, keys)
+    if state is None:
+        if strict:
+            raise CheckpointFormatError(f"a{'n' if what[0] in 'aeiou' else ''} {what} was passed but the "
+                                        f"checkpoint holds no {what} state (looked for {list(keys)})", origin)
+        return False
+    target.load_state_dict(state)
+    return True
 
 
 def _check_no_meta(model: nn.Module, origin: str | None) -> None:

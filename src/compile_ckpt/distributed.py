@@ -7,10 +7,10 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +44,21 @@ def single_process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
+def _kill_tree(pid: int) -> None:
+    """Kill a process and every descendant, wherever their sessions are."""
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
 def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float = 600,
            out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run ``python -m torch.distributed.run --nproc-per-node N -m module args`` on a free
@@ -56,18 +71,23 @@ def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float =
         cmd += ["--out", str(out_json)]
     log.info("launching: %s", " ".join(cmd))
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        output, _ = proc.communicate()
-        raise TimeoutError(f"{module} did not finish in {timeout}s; all its processes were killed.\n"
-                           f"{output[-3000:]}") from None
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # nothing of the job outlives this call
+    # Output goes to a file, not a pipe: a worker that outlived its parent could hold a
+    # pipe open forever. torchrun starts workers in sessions of their own, so on timeout the
+    # whole process *tree* is killed, not just torchrun's process group.
+    with tempfile.TemporaryFile("w+") as logfile:
+        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc.pid)
+            logfile.seek(0)
+            raise TimeoutError(f"{module} did not finish in {timeout}s; all its processes were killed.\n"
+                               f"{logfile.read()[-3000:]}") from None
+        finally:
+            _kill_tree(proc.pid)  # nothing of the job outlives this call
+        logfile.seek(0)
+        output = logfile.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed with exit code {proc.returncode}:\n{output[-4000:]}")
     result: dict[str, Any] = json.loads(Path(out_json).read_text()) if out_json else {}

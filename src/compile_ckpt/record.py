@@ -35,9 +35,10 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def record(name: str, value: Any) -> Any:
-    """Store ``value`` under ``name`` in this notebook's output; return the stored value.
+def record(name: str, value: Any) -> None:
+    """Store ``value`` under ``name`` in this notebook's output (as JSON).
 
+    Returns nothing, so a ``record(...)`` ending a cell prints no duplicate ``Out[]``.
     Raises ``TypeError`` if the value cannot be written as JSON.
     """
     plain = to_jsonable(value)
@@ -47,7 +48,7 @@ def record(name: str, value: Any) -> Any:
         from IPython.display import display
     except ImportError:  # pragma: no cover - outside IPython
         log.info("record %s = %r", name, plain)
-        return plain
+        return None
     text = json.dumps(plain)
     short = text if len(text) <= 200 else text[:197] + "..."
     if get_ipython() is None:
@@ -55,7 +56,6 @@ def record(name: str, value: Any) -> Any:
     else:
         display({MIME: {"name": name, "value": plain}, "text/plain": f"recorded {name} = {short}"},
                 raw=True)
-    return plain
 
 
 def read_records(notebook: str | Path | Mapping[str, Any]) -> dict[str, Any]:

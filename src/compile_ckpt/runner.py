@@ -117,6 +117,37 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
+    """``index.html``: the summary table and a link to each executed notebook as HTML."""
+    import html
+
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter()
+    rows = []
+    for r in runs:
+        nb_path = Path(r.output)
+        link = html.escape(r.name)
+        if nb_path.exists():
+            body, _ = exporter.from_filename(str(nb_path))
+            page = nb_path.with_suffix(".html")
+            page.write_text(body, encoding="utf-8")
+            link = f'<a href="{html.escape(page.name)}">{html.escape(r.name)}</a>'
+        keys = "<br>".join(f"{html.escape(k)} = {html.escape(_fmt(v))}" for k, v in r.records.items() if _scalar(v))
+        colour = "#e6f4ea" if r.status == "ok" else "#fce8e6"
+        rows.append(f'<tr style="background:{colour}"><td>{link}</td><td>{html.escape(r.status)}</td>'
+                    f"<td>{r.wall_s:.1f}</td><td>{keys or '-'}</td></tr>")
+    index = out_dir / "index.html"
+    index.write_text(
+        "<!doctype html><meta charset='utf-8'><title>compile-ckpt notebook run</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "vertical-align:top}table{border-collapse:collapse}</style>"
+        f"<h1>Notebook run {html.escape(out_dir.name)}</h1>"
+        "<table><tr><th>notebook</th><th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
+        + "".join(rows) + "</table>", encoding="utf-8")
+    return index
+
+
 def notebooks_in(directory: str | Path) -> list[Path]:
     """The numbered notebooks (``NN_name.ipynb``), in order."""
     return sorted(p for p in Path(directory).glob("[0-9][0-9]_*.ipynb"))
@@ -143,7 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("  %s in %.1fs (%d records)", r.status, r.wall_s, len(r.records))
         runs.append(r)
     md, _ = write_summary(runs, out)
+    index = write_index_html(runs, out)
     print(md.read_text())
+    print(f"Report: {index}")
     print(f"Executed notebooks and summary in {out}")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
