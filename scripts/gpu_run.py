@@ -3,7 +3,10 @@
 1. environment and the two ceilings (device-to-device copy, bf16 matrix product);
 2. the ``gpu`` benchmark profile, cold then warm compile cache (two fresh processes);
 3. the CUDA-graph pitfalls (the overwritten-output error and each fix, ragged batches);
-4. activation checkpointing: loss/gradient agreement and peak memory.
+4. activation checkpointing: loss/gradient agreement and peak memory;
+5. ``max-autotune-no-cudagraphs`` (profile ``gpu-autotune``), cold then warm: minutes of
+   autotuning, so it comes last. Give the whole script 10+ minutes of device time, and
+   fetch ``$out`` even if it is stopped early: every phase writes its files when it ends.
 
 Needs only torch, pandas and tqdm (what a GPU image already has); no network, no papermill.
 ``--profile cpu-smoke`` runs the same path on a CPU in under a minute (the test suite does).
@@ -51,6 +54,9 @@ def main() -> int:
         ("activation_checkpointing", lambda: pitfalls.activation_checkpointing_check(
             dev, batch=256 if dev.type == "cuda" else 16)),
     ]
+    if args.profile == "gpu":  # autotuning last: it is the slowest and least certain to finish
+        phases.append(("bench_autotune", lambda: bench.run_cold_warm("gpu-autotune", out / "bench-autotune",
+                                                                      device=str(dev))[1]))
     for name, fn in phases:
         t0 = time.perf_counter()
         try:

@@ -69,4 +69,4 @@ def test_index_html_links_each_executed_notebook(tmp_path):
     index = write_index_html([run], tmp_path / "run")
     text = index.read_text()
     assert '<a href="t.html">t</a>' in text and "answer = 42" in text
-    assert "record(" in (tmp_path / "run" / "t.html").read_text()  # the notebook, converted
+    assert "recorded answer = 42" in (tmp_path / "run" / "t.html").read_text()  # the notebook, with outputs
