@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 
 ## run: execute every notebook with its defaults into runs/<UTC timestamp>/ and write a summary
 run: $(STAMP)
-	MPLBACKEND=agg $(PY) -m compile_ckpt.runner
+	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m compile_ckpt.runner
 
 ## test: lint, unit tests, and every notebook through papermill
 test: $(STAMP)

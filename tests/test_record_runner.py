@@ -70,3 +70,14 @@ def test_index_html_links_each_executed_notebook(tmp_path):
     text = index.read_text()
     assert '<a href="t.html">t</a>' in text and "answer = 42" in text
     assert "recorded answer = 42" in (tmp_path / "run" / "t.html").read_text()  # the notebook, with outputs
+
+
+def test_make_run_backend_puts_figures_in_the_notebook(tmp_path, monkeypatch):
+    """make run executes with the inline backend, so plots are saved as PNG outputs."""
+    from compile_ckpt.runner import INLINE_BACKEND
+
+    monkeypatch.setenv("MPLBACKEND", INLINE_BACKEND)
+    path = _nb(tmp_path, "n = 3", "import matplotlib.pyplot as plt\nplt.plot(range(n))\nplt.show()")
+    run = run_notebook(path, tmp_path / "out.ipynb", {}, timeout=120)
+    outputs = [o for c in json.loads((tmp_path / "out.ipynb").read_text())["cells"] for o in c.get("outputs", [])]
+    assert run.status == "ok" and any("image/png" in o.get("data", {}) for o in outputs)

@@ -178,13 +178,9 @@ def canonical_fqn(fqn: str, paths: Iterable[str] | None = None) -> str:
     # Only ``module`` is ambiguous. The paths are compared with the unambiguous segments
     # removed, because state-dict keys may already lack some (checkpoint_wrapper hides its
     # own segment through state-dict hooks; named_parameters() keeps it).
-    parallel = {_strip_unambiguous(p) for p in paths if p.rsplit(".", 1)[-1] == "module"}
+    parallel = {canonical_fqn(p) for p in paths if p.rsplit(".", 1)[-1] == "module"}
     return ".".join(p for i, p in enumerate(parts)
                     if not (p == "module" and ".".join(parts[: i + 1]) in parallel))
-
-
-def _strip_unambiguous(fqn: str) -> str:
-    return ".".join(p for p in fqn.split(".") if p not in _UNAMBIGUOUS)
 
 
 def _drop_module_segments(fqn: str) -> str:

@@ -49,7 +49,13 @@ def plot_benchmark(table: pd.DataFrame, step_times: dict[str, list[float]],
     for _, r in rows.iterrows():
         cum = r["compile_latency_s"] + steps * r["median_ms"] / 1e3
         style = "-" if r["mode"] == EAGER else "--"
-        ax_cum.plot(steps, cum, style, label=f"{r['dtype']} {r['mode']}")
+        (line,) = ax_cum.plot(steps, cum, style, label=f"{r['dtype']} {r['mode']}")
+        be = r["breakeven_steps"]
+        if r["mode"] != EAGER and be is not None and not pd.isna(be):
+            # Mark the crossing explicitly: when compile gains little, the lines nearly overlap.
+            ax_cum.axvline(be, color=line.get_color(), linestyle=":", linewidth=1)
+            ax_cum.annotate(f"break-even\n{int(be):,} steps", (be, 0), xytext=(3, 5),
+                            textcoords="offset points", fontsize=7, color=line.get_color())
     ax_cum.set(xlabel="training steps", ylabel="cumulative wall time (s)",
                title="Cumulative time: compiled lines start late (compile) and cross eager at break-even")
     ax_cum.legend(fontsize=8)

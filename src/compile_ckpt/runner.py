@@ -21,6 +21,7 @@ from typing import Any
 from .record import read_records
 
 log = logging.getLogger("compile_ckpt")
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def parameters_cell(notebook: str | Path) -> dict[str, Any]:
@@ -64,7 +65,8 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[s
     """Execute ``notebook`` into ``output`` with papermill; return its records.
 
     A parameter that the notebook's parameters cell does not define is an error (papermill
-    itself only warns). ``MPLBACKEND=agg``; the notebook's folder is the working directory.
+    itself only warns). Figures render inline into the output notebook unless ``MPLBACKEND``
+    says otherwise (the tests set ``agg``); the notebook's folder is the working directory.
     """
     import papermill as pm
 
@@ -76,7 +78,7 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[s
         raise ValueError(f"{notebook.name}: unknown parameter(s) {unknown}; "
                          f"the parameters cell defines {sorted(known)}")
     output.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MPLBACKEND", "agg")
+    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     t0 = time.perf_counter()
     status, error = "ok", ""
     try:
