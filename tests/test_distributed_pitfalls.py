@@ -73,3 +73,11 @@ def test_gpu_script_runs_end_to_end_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for name in ("ceilings.json", "bench/bench.csv", "cudagraphs.json", "activation_checkpointing.json"):
         assert (tmp_path / "r" / name).exists(), name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the live run is shown instead")
+def test_cudagraph_results_fall_back_to_committed_gpu_run():
+    here, shown, source = pitfalls.cudagraph_results("cpu")
+    assert here["skipped"] is True
+    assert shown is not None and shown["skipped"] is False and source.startswith("results/")
+    assert "NVIDIA" in source

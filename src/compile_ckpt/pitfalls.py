@@ -288,3 +288,15 @@ def committed_gpu_record(name: str) -> tuple[dict[str, Any] | None, str]:
         if path.exists():
             return json.loads(path.read_text()), folder.name
     return None, ""
+
+
+def cudagraph_results(device: str | torch.device = "auto") -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """Run the CUDA-graph experiments here if there is a GPU; return (this run's record,
+    the results to show, where they come from). Without a GPU, the record says why it was
+    skipped and the results shown are the newest committed GPU run, if any."""
+    here = cudagraph_pitfalls(device)
+    if not here["skipped"]:
+        return here, here, f"this machine ({here['device_name']})"
+    committed, folder = committed_gpu_record("cudagraphs")
+    source = f"results/{folder} (measured on {committed['device_name']})" if committed else ""
+    return here, committed, source
