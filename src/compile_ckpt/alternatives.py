@@ -258,3 +258,33 @@ def compile_cost(config: ModelConfig | None = None, *, batch_size: int = 64, rep
             "speedup": float(comp["speedup"]), "compile_s": float(comp["compile_latency_s"]),
             "breakeven_steps": None if comp["breakeven_steps"] is None or pd.isna(comp["breakeven_steps"])
             else int(comp["breakeven_steps"])}
+
+
+CHECKS = ("loads into fresh eager model", "loads into compiled model", "handles compiled submodule",
+          "handles DDP module.", "saved keys are clean", "loads a legacy _orig_mod. file",
+          "predictions identical after load")
+
+
+def recommend(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Rank the options by the checks they pass (a recipe whose own code reads the private
+    ``_orig_mod`` loses a point), ties broken by save+load time; return the ranking and the
+    recommendation as sentences drawn from it."""
+    passed = table[list(CHECKS)].fillna(False).astype(bool)
+    ranked = table.assign(**{"checks passed": passed.sum(axis=1) - table["your code touches _orig_mod"].astype(int)})
+    ranked = ranked.sort_values(["checks passed", "save+load ms"], ascending=[False, True])
+
+    def misses(idx: Any) -> list[str]:
+        return [c for c in CHECKS if not passed.loc[idx, c]]
+
+    best = ranked.iloc[0]
+    lines = [f"Recommendation: {best.option} — passes {int(best['checks passed'])} of {len(CHECKS)} checks"
+             + (f" (not: {', '.join(misses(best.name))})" if misses(best.name) else ", all of them") + "."]
+    lines += [f"  next: {row.option} — misses {', '.join(misses(row.name)) or 'nothing'}"
+              for _, row in ranked.iloc[1:3].iterrows()]
+    return ranked, lines
+
+
+def passing_everything(table: pd.DataFrame) -> list[str]:
+    """Options that pass every check without touching a private attribute."""
+    passed = table[list(CHECKS)].fillna(False).astype(bool).all(axis=1)
+    return table[passed & ~table["your code touches _orig_mod"]].option.tolist()
