@@ -7,7 +7,6 @@ import logging
 import platform
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -86,7 +85,3 @@ def compile_adds_prefix() -> bool:
     (a later PyTorch may stop adding it). Compiling is lazy, so this costs no compile."""
     m = torch.nn.Linear(2, 2)
     return any(k.startswith("_orig_mod.") for k in torch.compile(m).state_dict())
-
-
-def python_executable() -> str:
-    return sys.executable

@@ -159,15 +159,6 @@ def _ragged_batches(cfg: ModelConfig, dev: torch.device, n: int = 1000, batch: i
 
 
 # ----------------------------------------------------------- activation checkpointing
-@dataclasses.dataclass
-class ACResult:
-    checkpointing: bool
-    compiled: bool
-    loss: float
-    peak_bytes: int
-    how: str
-
-
 def _ac_step(checkpointing: bool, compiled: bool, dev: torch.device, batch: int,
              config: ModelConfig = AC_MODEL) -> tuple[float, dict[str, torch.Tensor]]:
     cfg = dataclasses.replace(config, activation_checkpointing=checkpointing)
