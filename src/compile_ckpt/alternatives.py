@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import WRAPPER_SEGMENTS, load_checkpoint, save_checkpoint, unwrap_model
 from .distributed import single_process_group
-from .model import ModelConfig, build_model
+from .model import ModelConfig, build_model, same_predictions
 from .recipes import save_orig_mod, seed_clean_on_load
 
 Saver = Callable[[nn.Module, Path], None]
@@ -159,10 +159,7 @@ def _try(option: Option, src: nn.Module, dst: nn.Module, path: Path) -> _Outcome
         option.load(path, dst)
     except Exception as exc:  # noqa: BLE001 - a failing recipe is a result, not a crash
         return _Outcome(False, None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
-    x = unwrap_model(src).example_inputs(4)
-    a, b = unwrap_model(src).eval(), unwrap_model(dst).eval()
-    with torch.no_grad():
-        same = torch.equal(a(*x), b(*x))
+    same = same_predictions(src, dst, batch=4)
     return _Outcome(True, same, "" if same else "loaded, but predictions differ")
 
 
@@ -176,9 +173,7 @@ def _legacy_loads(option: Option, config: ModelConfig, path: Path) -> bool:
         option.load(path, dst)
     except Exception:  # noqa: BLE001 - not loading is the answer
         return False
-    x = unwrap_model(src).example_inputs(4)
-    with torch.no_grad():
-        return torch.equal(unwrap_model(src).eval()(*x), unwrap_model(dst).eval()(*x))
+    return same_predictions(src, dst, batch=4)
 
 
 def _clean_keys(path: Path) -> bool:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .env import resolve_device, versions
+from .env import resolve_device, synchronize, versions
 from .model import ModelConfig, build_model
 
 log = logging.getLogger("compile_ckpt")
@@ -85,11 +85,6 @@ def resolve_profile(name: str, device: torch.device) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose from {['auto', *PROFILES]}")
     return PROFILES[name]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -178,31 +173,31 @@ def run_profile(profile: str | Profile = "auto", *, device: str | torch.device =
                 torch.cuda.reset_peak_memory_stats(dev)
             r = runners[mode] = _Runner(prof, mode, dtype, dev, batches)
             losses, t_first = [], 0.0
-            _sync(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             for i in range(prof.warmup_steps):
                 losses.append(r.step())
                 if i == 0:
-                    _sync(dev)
+                    synchronize(dev)
                     t_first = time.perf_counter() - t0
                     after_first = _dynamo_snapshot()
                 bar.update()
-            _sync(dev)
+            synchronize(dev)
+            snap = _dynamo_snapshot()
             warm[mode] = {"warmup_s": time.perf_counter() - t0, "first_step_s": t_first,
-                          "losses": [float(x) for x in losses], "peak_mem_mb": _peak_mem_mb(dev),
-                          **{k: v for k, v in _dynamo_snapshot().items()},
-                          "recompiles": _dynamo_snapshot()["unique_graphs"] - after_first["unique_graphs"]}
+                          "losses": [float(x) for x in losses], "peak_mem_mb": _peak_mem_mb(dev), **snap,
+                          "recompiles": snap["unique_graphs"] - after_first["unique_graphs"]}
         times: dict[str, list[float]] = {m: [] for m in prof.modes}
         graphs_before_timing = _dynamo_snapshot()["unique_graphs"]
         for rep in range(prof.repeats):  # interleaved, rotating which mode goes first
             order = prof.modes[rep % len(prof.modes):] + prof.modes[:rep % len(prof.modes)]
             for mode in order:
                 r = runners[mode]
-                _sync(dev)
+                synchronize(dev)
                 t0 = time.perf_counter()
                 for _ in range(prof.steps_per_repeat):
                     r.step()
-                _sync(dev)
+                synchronize(dev)
                 times[mode].append((time.perf_counter() - t0) / prof.steps_per_repeat)
                 bar.update(prof.steps_per_repeat)
         timing_recompiles = _dynamo_snapshot()["unique_graphs"] - graphs_before_timing
@@ -330,11 +325,11 @@ def measure_ceilings(device: str | torch.device = "cuda") -> dict[str, float]:
     def timed(fn, reps: int) -> float:
         for _ in range(3):
             fn()
-        _sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         for _ in range(reps):
             fn()
-        _sync(dev)
+        synchronize(dev)
         return (time.perf_counter() - t0) / reps
 
     copy_s = timed(lambda: dst.copy_(src), 10)

@@ -33,6 +33,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (a no-op on CPU): call before reading a host clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def versions() -> dict[str, str]:
     """Python, torch and notebook-stack versions (missing packages say so)."""
     out = {"python": platform.python_version(), "torch": torch.__version__,

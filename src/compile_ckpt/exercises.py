@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .model import ModelConfig, build_model
+from .model import TINY_CONFIG, build_model, same_predictions
 
-_SMALL = ModelConfig(signal_length=16, cnn_channels=(4, 8), mlp_hidden=8, head_hidden=8, dropout=0.0)
+_SMALL = TINY_CONFIG
 
 
 def _report(name: str, problems: list[str]) -> tuple[bool, str]:
@@ -32,14 +32,6 @@ def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
         return None, "the function still raises NotImplementedError: fill it in"
     except Exception as exc:  # noqa: BLE001 - the attendee's code may raise anything
         return None, f"raised {type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})"
-
-
-def _same(a: nn.Module, b: nn.Module) -> bool:
-    x = a.example_inputs(3)
-    a.eval()
-    b.eval()
-    with torch.no_grad():
-        return torch.equal(a(*x), b(*x))
 
 
 def check_strip_compile_prefix(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[bool, str]:
@@ -89,7 +81,7 @@ def check_portable_save(save: Callable[[nn.Module, Path], None]) -> tuple[bool, 
             except Exception as exc:  # noqa: BLE001
                 problems.append(f"plain load_state_dict into {what} failed: {str(exc).splitlines()[0]}")
                 continue
-            if not _same(src, target):
+            if not same_predictions(src, target):
                 problems.append(f"{what} loaded, but predicts differently")
     return _report("portable_save", problems)
 
@@ -116,7 +108,7 @@ def check_portable_state_dict(fn: Callable[[nn.Module], dict[str, Any]]) -> tupl
         except Exception as exc:  # noqa: BLE001
             problems.append(f"{what}: plain load_state_dict failed: {str(exc).splitlines()[0]}")
             continue
-        if not _same(build_model(_SMALL, seed=0) if what != "compiled submodule" else src, target):
+        if not same_predictions(build_model(_SMALL, seed=0) if what != "compiled submodule" else src, target):
             problems.append(f"{what}: loaded, but predicts differently")
     return _report("portable_state_dict", problems)
 

@@ -82,6 +82,23 @@ class MultimodalRegressionModel(nn.Module):
         return signal.to(device), tab.to(device)
 
 
+#: A model small enough for widgets, exercise checks and tests (milliseconds per step).
+TINY_CONFIG = ModelConfig(signal_length=16, cnn_channels=(4, 8), mlp_hidden=8, head_hidden=8, dropout=0.0)
+
+
+def same_predictions(a: nn.Module, b: nn.Module, batch: int = 3) -> bool:
+    """Whether two workshop models (wrapped or not) predict bit-identically in eval mode on
+    the same deterministic inputs. Leaves both models in eval mode."""
+    from .checkpoint import unwrap_model
+
+    a, b = unwrap_model(a), unwrap_model(b)
+    x = a.example_inputs(batch)
+    a.eval()
+    b.eval()
+    with torch.no_grad():
+        return torch.equal(a(*x), b(*x))
+
+
 def build_model(config: ModelConfig | None = None, seed: int = 0) -> MultimodalRegressionModel:
     """A model with weights fixed by ``seed`` (same seed, same weights)."""
     with torch.random.fork_rng(devices=[]):

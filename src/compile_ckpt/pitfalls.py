@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .checkpoint import clean_state_dict, load_checkpoint
-from .env import resolve_device
+from .env import resolve_device, synchronize
 from .model import ModelConfig, build_model
 
 CUDA_GRAPH_SKIP_REASON = ("CUDA graphs need a CUDA GPU; this machine has none, so the "
@@ -32,21 +32,16 @@ AC_MODEL = ModelConfig(signal_channels=8, signal_length=2048, cnn_channels=(64, 
                        dropout=0.0)
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def _timed(fn: Callable[[], Any], dev: torch.device, reps: int) -> float:
     """Median seconds per call of ``fn`` after three warm-up calls."""
     for _ in range(3):
         fn()
     times = []
     for _ in range(reps):
-        _sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         fn()
-        _sync(dev)
+        synchronize(dev)
         times.append(time.perf_counter() - t0)
     times.sort()
     return times[len(times) // 2]
@@ -137,7 +132,7 @@ def _ragged_batches(cfg: ModelConfig, dev: torch.device, n: int = 1000, batch: i
         torch._dynamo.reset()
         counters.clear()
         model = torch.compile(base, mode="reduce-overhead")
-        _sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         with torch.no_grad():
             for _epoch in range(3):
@@ -151,7 +146,7 @@ def _ragged_batches(cfg: ModelConfig, dev: torch.device, n: int = 1000, batch: i
                             s = torch.cat([s, s.new_zeros(pad, *s.shape[1:])])
                             t = torch.cat([t, t.new_zeros(pad, *t.shape[1:])])
                     model(s, t).clone()
-        _sync(dev)
+        synchronize(dev)
         result[name] = {"seconds_3_epochs": time.perf_counter() - t0,
                         "unique_graphs": int(counters["stats"]["unique_graphs"]),
                         "samples_seen_per_epoch": n - (n % batch if name == "drop_last" else 0)}

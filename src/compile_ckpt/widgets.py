@@ -15,12 +15,11 @@ from torch import nn
 
 from .checkpoint import WRAPPER_SEGMENTS, CheckpointError, load_checkpoint
 from .distributed import single_process_group
-from .model import ModelConfig, build_model
+from .model import TINY_CONFIG, ModelConfig, build_model
 from .recipes import seed_clean_on_load
 
 WRAPPINGS = ("plain", "torch.compile", "compiled submodule", "DDP", "DDP(torch.compile)",
              "torch.compile(DDP)", "checkpoint_wrapper")
-_SMALL = ModelConfig(signal_length=16, cnn_channels=(4, 8), mlp_hidden=8, head_hidden=8, dropout=0.0)
 _GROUP: Any = None
 
 
@@ -38,7 +37,7 @@ def wrapped(kind: str, seed: int = 0) -> nn.Module:
     """The small workshop model wrapped the way ``kind`` names (see ``WRAPPINGS``)."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    m = build_model(_SMALL, seed=seed)
+    m = build_model(TINY_CONFIG, seed=seed)
     comp = lambda x: torch.compile(x, backend="eager")  # noqa: E731 - same keys as inductor
     if kind == "plain":
         return m
