@@ -31,9 +31,10 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts
 
-## gpu-bench: the `gpu` benchmark profile with the python that is on PATH (no venv, no network)
+## gpu-bench: the `gpu` benchmark profile with the python that is on PATH (no venv, no network);
+##            GPU_ARGS="--phases ceilings,bench --budget-s 540" passes options to scripts/gpu_run.py
 gpu-bench:
-	bash scripts/gpu_benchmark.sh
+	bash scripts/gpu_benchmark.sh gpu "" $(GPU_ARGS)
 
 ## memory-bench: peak RSS of naive vs low-memory loading of a >=1 GB compiled checkpoint
 memory-bench: $(STAMP)

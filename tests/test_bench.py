@@ -37,6 +37,45 @@ def test_table_structure_and_sanity(smoke):
     warm = table[(table["cache"] == "warm")].iloc[0]
     assert warm["compile_latency_s"] < cold["compile_latency_s"]  # the cache did something
     assert len(steps["float32/eager"]) == bench.PROFILES["cpu-smoke"].repeats
+    assert env["complete"] is True and env["incomplete"] == []
+
+
+def _bench_children() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True)
+            if "compile_ckpt.bench" in " ".join(p.cmdline())]
+
+
+def test_cold_warm_out_of_budget_is_recorded_and_leaves_nothing_running(tmp_path):
+    """A cold run that cannot finish in its budget is killed with every process it started,
+    and the record says so instead of raising; the warm run is not started."""
+    table, env, steps = bench.run_cold_warm("cpu-smoke", tmp_path, device="cpu", budget_s=1.0)
+    assert table.empty and steps == {}
+    assert env["complete"] is False
+    assert env["incomplete"][0].startswith("cold run stopped after") and "dtypes finished: none" in env["incomplete"][0]
+    assert env["incomplete"][1] == "warm run not started: the cold run did not complete"
+    assert not (tmp_path / "warm").exists()
+    assert _bench_children() == []
+
+
+def test_run_profile_reports_each_finished_dtype(tmp_path):
+    """on_partial sees every dtype as it finishes, so a run stopped part-way keeps them."""
+    import dataclasses
+
+    prof = dataclasses.replace(bench.PROFILES["cpu-smoke"], name="two-dtypes", modes=("eager",),
+                               dtypes=("float32", "bf16"))
+    seen = []
+
+    def keep(table, env, steps):
+        seen.append((len(table), env["dtypes_done"], env["complete"], sorted(steps)))
+        bench.write_results(tmp_path, table, env, steps)
+
+    table, env, _ = bench.run_profile(prof, device="cpu", progress=False, on_partial=keep)
+    assert seen == [(1, ["float32"], False, ["float32/eager"])]
+    partial, partial_env, _ = bench.load_results(tmp_path)  # what a killed run would leave
+    assert list(partial["dtype"]) == ["float32"] and partial_env["complete"] is False
+    assert len(table) == 2 and env["complete"] is True and env["dtypes_done"] == ["float32", "bf16"]
 
 
 def test_resolve_profile():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+import time
 
 import psutil
 import pytest
 import torch
 
-from compile_ckpt import pitfalls
+from compile_ckpt import bench, pitfalls
 from compile_ckpt.distributed import launch
+from compile_ckpt.env import run_process
 
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
 
@@ -61,9 +65,33 @@ def test_committed_gpu_records_are_gpu_measurements():
     assert cg["fixes"]["reduce-overhead + clone outputs"]["works"] is True
 
 
+@pytest.mark.parametrize("with_psutil", [True, False])
+def test_run_process_kills_grandchildren_on_timeout(monkeypatch, tmp_path, with_psutil):
+    """With psutil the whole tree is killed; without it (a bare GPU image) the session's group."""
+    if not with_psutil:
+        monkeypatch.setitem(sys.modules, "psutil", None)  # import psutil -> ImportError
+    marker = tmp_path / "pid"
+    with pytest.raises(TimeoutError, match="did not finish in 2s"):
+        run_process(["bash", "-c", f"sleep 300 & echo $! > {marker}; wait"], timeout=2)
+    monkeypatch.undo()
+    pid = int(marker.read_text())
+
+    def gone() -> bool:
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 10  # SIGKILL is delivered asynchronously
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone()
+    code, out = run_process([sys.executable, "-c", "print('hi'); raise SystemExit(3)"], timeout=60)
+    assert (code, out) == (3, "hi\n")
+
+
 def test_gpu_script_runs_end_to_end_on_cpu(tmp_path):
     """scripts/gpu_benchmark.sh with the cpu-smoke profile: the path the GPU run takes."""
-    import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
@@ -71,8 +99,34 @@ def test_gpu_script_runs_end_to_end_on_cpu(tmp_path):
                           capture_output=True, text=True, env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"},
                           timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("ceilings.json", "bench/bench.csv", "cudagraphs.json", "activation_checkpointing.json"):
-        assert (tmp_path / "r" / name).exists(), name
+    out = tmp_path / "r"
+    for name in ("ceilings.json", "bench.csv", "cold/bench.json", "warm/bench.json", "cudagraphs.json",
+                 "activation_checkpointing.json", "run.log", "nvidia-smi.txt"):
+        assert (out / name).exists(), name
+    phases = json.loads((out / "phases.json").read_text())
+    assert list(phases) == ["ceilings", "bench", "cudagraphs", "activation_checkpointing"]
+    assert {v["status"] for v in phases.values()} == {"ok"}
+    table, env, _ = bench.load_results(out)  # the layout notebook 05 reads from results/<gpu>-<date>/
+    assert set(table["run"]) == {"cold", "warm"} and env["complete"] is True
+
+
+def test_gpu_script_phases_and_budget(tmp_path):
+    """--phases picks phases in order; a phase that the budget leaves no time for is skipped,
+    recorded in phases.json, and the exit code says the run is not complete."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(root / "scripts/gpu_run.py"), "--profile", "cpu-smoke",
+                           "--out", str(tmp_path), "--phases", "ceilings,bench", "--budget-s", "10"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    phases = json.loads((tmp_path / "phases.json").read_text())
+    assert phases["ceilings"]["status"] == "ok"
+    assert phases["bench"]["status"] == "skipped" and "of the budget left" in phases["bench"]["why"]
+    assert (tmp_path / "ceilings.json").exists() and not (tmp_path / "bench.json").exists()
+    bad = subprocess.run([sys.executable, str(root / "scripts/gpu_run.py"), "--out", str(tmp_path),
+                          "--phases", "ceilings,warp"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "unknown phase(s) ['warp']" in bad.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the live run is shown instead")

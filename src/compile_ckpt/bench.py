@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .env import resolve_device, synchronize, versions
+from .checkpoint import atomic_write
+from .env import resolve_device, run_process, synchronize, versions
 from .model import ModelConfig, build_model
 
 log = logging.getLogger("compile_ckpt")
@@ -134,14 +136,20 @@ def step_flops(profile: Profile, device: torch.device, batch: tuple[torch.Tensor
     return int(counter.get_total_flops())
 
 
+PartialCallback = Callable[[pd.DataFrame, dict[str, Any], dict[str, list[float]]], None]
+
+
 def run_profile(profile: str | Profile = "auto", *, device: str | torch.device = "auto",
-                cache: str = "unknown", progress: bool = True, seed: int = 0
+                cache: str = "unknown", progress: bool = True, seed: int = 0,
+                on_partial: PartialCallback | None = None,
                 ) -> tuple[pd.DataFrame, dict[str, Any], dict[str, list[float]]]:
     """Measure every (dtype, mode) of ``profile`` in this process.
 
     Returns the tidy table (one row per dtype and mode), the environment record, and the
     per-step times in seconds keyed ``"<dtype>/<mode>"`` (for distributions and
-    cumulative-time plots).
+    cumulative-time plots). ``on_partial(table, env, step_times)`` is called after each
+    dtype with everything measured so far (``env["dtypes_done"]`` says which), so a run that
+    is stopped part-way still leaves its finished dtypes behind.
     """
     dev = resolve_device(device)
     prof = profile if isinstance(profile, Profile) else resolve_profile(profile, dev)
@@ -228,8 +236,12 @@ def run_profile(profile: str | Profile = "auto", *, device: str | torch.device =
             })
             step_times[f"{dtype}/{mode}"] = times[mode]
         del runners
+        done = list(prof.dtypes[:prof.dtypes.index(dtype) + 1])
+        if on_partial is not None and len(done) < len(prof.dtypes):
+            on_partial(pd.DataFrame(rows), {**environment(dev, prof, cache), "dtypes_done": done,
+                                            "complete": False}, dict(step_times))
     bar.close()
-    env = environment(dev, prof, cache)
+    env = {**environment(dev, prof, cache), "dtypes_done": list(prof.dtypes), "complete": True}
     return pd.DataFrame(rows), env, step_times
 
 
@@ -265,14 +277,14 @@ def environment(device: torch.device, profile: Profile, cache: str) -> dict[str,
 
 def write_results(out_dir: str | Path, table: pd.DataFrame, env: dict[str, Any],
                   step_times: dict[str, list[float]]) -> dict[str, Path]:
-    """``bench.csv``, ``bench.json`` (table + environment) and ``step_times.json``."""
+    """``bench.csv``, ``bench.json`` (table + environment) and ``step_times.json``, each
+    written atomically (a run killed mid-write leaves the previous, partial, version)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "bench.csv", "json": out / "bench.json", "steps": out / "step_times.json"}
-    table.to_csv(paths["csv"], index=False)
-    paths["json"].write_text(json.dumps({"environment": env, "rows": json.loads(table.to_json(orient="records"))},
-                                        indent=2))
-    paths["steps"].write_text(json.dumps(step_times))
+    record = {"environment": env, "rows": json.loads(table.to_json(orient="records"))}
+    atomic_write(paths["csv"], lambda p: table.to_csv(p, index=False))
+    atomic_write(paths["steps"], lambda p: p.write_text(json.dumps(step_times)))
+    atomic_write(paths["json"], lambda p: p.write_text(json.dumps(record, indent=2)))  # last: it marks completion
     return paths
 
 
@@ -286,31 +298,59 @@ def load_results(path: str | Path) -> tuple[pd.DataFrame, dict[str, Any], dict[s
 
 
 def run_cold_warm(profile: str = "auto", out_dir: str | Path | None = None, *,
-                  device: str = "auto", timeout: int = 1800) -> tuple[pd.DataFrame, dict[str, Any],
-                                                                     dict[str, list[float]]]:
+                  device: str = "auto", budget_s: float = 3600) -> tuple[pd.DataFrame, dict[str, Any],
+                                                                       dict[str, list[float]]]:
     """Run the profile twice in fresh processes on one new inductor cache: cold, then warm.
 
     The merged table has a ``run`` column (``cold`` / ``warm``; each run has its own eager
     rows, so every speedup is measured side by side in one process); step times and the
     environment come from the cold run.
+
+    Both runs together get ``budget_s`` seconds. A run that overruns is killed with every
+    process it started; the dtypes it finished are kept, and ``env["incomplete"]`` says what
+    is missing and why (a cold run that was stopped is itself a measurement: compiling took
+    longer than the time it had). The warm run only starts after a complete cold run.
     """
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="bench-"))
     cache_dir = Path(tempfile.mkdtemp(prefix="inductor-cache-"))
-    parts = []
+    deadline = time.monotonic() + budget_s
+    parts: list[tuple[str, pd.DataFrame, dict[str, Any], dict[str, list[float]]]] = []
+    incomplete: list[str] = []
     for cache in tqdm(("cold", "warm"), desc=f"bench {profile}: fresh processes", unit="run"):
+        if incomplete:
+            incomplete.append(f"{cache} run not started: the cold run did not complete")
+            break
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache_dir),
                "TRITON_CACHE_DIR": str(cache_dir / "triton")}
         cmd = [sys.executable, "-m", "compile_ckpt.bench", "--profile", profile, "--device", device,
                "--cache", cache, "--out", str(out / cache), "--no-progress"]
         log.info("bench: %s run: %s", cache, " ".join(cmd))
-        proc = subprocess.run(cmd, env=env, timeout=timeout, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark {cache} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-        parts.append(load_results(out / cache))
-    (cold, env, steps), (warm, _, _) = parts
-    env = {**env, "cache": "cold+warm"}
+        (out / cache / "bench.json").unlink(missing_ok=True)  # never mistake an older run for this one
+        left = deadline - time.monotonic()
+        t0 = time.monotonic()
+        try:
+            code, output = run_process(cmd, timeout=left, env=env)
+        except TimeoutError:
+            code, output = None, ""
+        if code not in (0, None):
+            raise RuntimeError(f"benchmark {cache} run failed (exit {code}):\n{output[-3000:]}")
+        finished = (out / cache / "bench.json").exists()
+        if finished:
+            table, run_env, steps = load_results(out / cache)
+            parts.append((cache, table, run_env, steps))
+        if code is None:
+            done = parts[-1][2].get("dtypes_done", []) if finished else []
+            incomplete.append(f"{cache} run stopped after {time.monotonic() - t0:.0f}s (budget {left:.0f}s), "
+                              f"dtypes finished: {done or 'none'}")
+            log.warning("bench: %s", incomplete[-1])
+    if not parts:
+        env0 = {**environment(resolve_device(device), resolve_profile(profile, resolve_device(device)), "cold"),
+                "dtypes_done": [], "complete": False}
+        return pd.DataFrame(), {**env0, "cache": "cold+warm", "incomplete": incomplete}, {}
+    env, steps = parts[0][2], parts[0][3]
+    env = {**env, "cache": "cold+warm", "complete": not incomplete, "incomplete": incomplete}
     # Each run keeps its own eager rows: a speedup is only ever computed within one process.
-    table = pd.concat([cold.assign(run="cold"), warm.assign(run="warm")], ignore_index=True)
+    table = pd.concat([t.assign(run=c) for c, t, _, _ in parts], ignore_index=True)
     write_results(out, table, env, steps)
     return table, env, steps
 
@@ -359,15 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     table, env, steps = run_profile(args.profile, device=args.device, cache=args.cache,
-                                    progress=not args.no_progress)
+                                    progress=not args.no_progress,
+                                    on_partial=lambda *r: write_results(args.out, *r))
     write_results(args.out, table, env, steps)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summarize(table).to_string(index=False))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def committed_results(root: str | Path | None = None) -> list[Path]:
@@ -399,3 +437,7 @@ def verdict(table: pd.DataFrame, claim: tuple[float, float] = (0.15, 0.25)) -> l
         lines.append(f"{r['device']} {r['dtype']} {r['mode']} ({r['cache']} cache): steps {gain:+.0%} "
                      f"faster than eager, {where} the claimed {lo:.0%}-{hi:.0%}; {pay}.")
     return lines
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

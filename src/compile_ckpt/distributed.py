@@ -8,15 +8,15 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.distributed as dist
+
+from .env import run_process
 
 log = logging.getLogger("compile_ckpt")
 
@@ -44,25 +44,10 @@ def single_process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def _kill_tree(pid: int) -> None:
-    """Kill a process and every descendant, wherever their sessions are."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for p in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            p.kill()
-    psutil.wait_procs(procs, timeout=10)
-
-
 def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float = 600,
            out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run ``python -m torch.distributed.run --nproc-per-node N -m module args`` on a free
-    port, in its own process group; kill the whole group on timeout; return the JSON the job
+    port, in a session of its own; kill its whole process tree on timeout; return the JSON the job
     wrote to ``out_json`` (passed to it as ``--out``), plus ``wall_s`` and the log tail."""
     port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
@@ -71,25 +56,14 @@ def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float =
         cmd += ["--out", str(out_json)]
     log.info("launching: %s", " ".join(cmd))
     t0 = time.perf_counter()
-    # Output goes to a file, not a pipe: a worker that outlived its parent could hold a
-    # pipe open forever. torchrun starts workers in sessions of their own, so on timeout the
-    # whole process *tree* is killed, not just torchrun's process group.
-    with tempfile.TemporaryFile("w+") as logfile:
-        proc = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc.pid)
-            logfile.seek(0)
-            raise TimeoutError(f"{module} did not finish in {timeout}s; all its processes were killed.\n"
-                               f"{logfile.read()[-3000:]}") from None
-        finally:
-            _kill_tree(proc.pid)  # nothing of the job outlives this call
-        logfile.seek(0)
-        output = logfile.read()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{module} failed with exit code {proc.returncode}:\n{output[-4000:]}")
+    # torchrun starts its workers in sessions of their own: on timeout run_process kills the
+    # whole process *tree*, not just torchrun's process group.
+    try:
+        code, output = run_process(cmd, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except TimeoutError as exc:
+        raise TimeoutError(f"{module}: {exc}") from None
+    if code != 0:
+        raise RuntimeError(f"{module} failed with exit code {code}:\n{output[-4000:]}")
     result: dict[str, Any] = json.loads(Path(out_json).read_text()) if out_json else {}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     result["log_tail"] = output[-2000:]

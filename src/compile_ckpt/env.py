@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
+import os
 import platform
 import shutil
+import signal
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +95,50 @@ def compile_adds_prefix() -> bool:
     (a later PyTorch may stop adding it). Compiling is lazy, so this costs no compile."""
     m = torch.nn.Linear(2, 2)
     return any(k.startswith("_orig_mod.") for k in torch.compile(m).state_dict())
+
+
+def kill_process_tree(pid: int) -> None:
+    """Kill a process and every descendant, wherever their sessions are.
+
+    Uses psutil when it is installed; without it (a bare GPU image), kills the process group
+    that ``pid`` leads, which covers everything of a process started with
+    ``start_new_session=True`` that did not start a session of its own.
+    """
+    try:
+        import psutil
+    except ImportError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        return
+    try:
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
+
+
+def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run ``cmd`` in a session of its own and return ``(exit code, output)``.
+
+    Output goes to a temporary file, not a pipe (a stray grandchild could hold a pipe open
+    forever). On timeout the whole process tree is killed and ``TimeoutError`` is raised with
+    the output's tail; either way nothing the command started outlives this call.
+    """
+    with tempfile.TemporaryFile("w+") as logfile:
+        proc = subprocess.Popen(list(cmd), stdout=logfile, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env=dict(env) if env is not None else None)
+        try:
+            proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            kill_process_tree(proc.pid)
+            logfile.seek(0)
+            raise TimeoutError(f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f}s; all its processes "
+                               f"were killed.\n{logfile.read()[-3000:]}") from None
+        finally:
+            kill_process_tree(proc.pid)
+        logfile.seek(0)
+        return proc.returncode, logfile.read()
