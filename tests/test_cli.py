@@ -50,3 +50,14 @@ def test_exit_codes_via_python_m(tmp_path):
     assert r.returncode == 1 and "missing.pt" in r.stderr and "Traceback" not in r.stderr
     assert run("frobnicate").returncode == 2
     assert run("clean", str(bad)).returncode == 2  # OUT missing without --dry-run
+
+
+def test_bench_writes_tables_and_reports_a_cut_short_run(tmp_path):
+    ok = run("bench", "--profile", "cpu-smoke", "--device", "cpu", "--out", str(tmp_path / "b"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "default" in ok.stdout and (tmp_path / "b" / "bench.csv").exists()
+    short = run("bench", "--profile", "cpu-smoke", "--device", "cpu", "--cold-warm", "--budget-s", "1",
+                "--out", str(tmp_path / "c"))
+    assert short.returncode == 1
+    assert "incomplete: cold run stopped after" in short.stderr
+    assert "incomplete: warm run not started" in short.stderr

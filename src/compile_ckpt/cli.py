@@ -1,6 +1,6 @@
 """``compile-ckpt``: inspect and clean checkpoints, run the benchmark.
 
-Exit codes: 0 ok, 1 a problem in the checkpoint, 2 a usage error.
+Exit codes: 0 ok, 1 a problem in the checkpoint (or a benchmark cut short by its budget), 2 a usage error.
 """
 
 from __future__ import annotations
@@ -106,13 +106,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from . import bench
 
     if args.cold_warm:
-        table, _, _ = bench.run_cold_warm(args.profile, args.out, device=args.device)
+        table, env, _ = bench.run_cold_warm(args.profile, args.out, device=args.device, budget_s=args.budget_s)
     else:
         table, env, steps = bench.run_profile(args.profile, device=args.device)
         bench.write_results(args.out, table, env, steps)
-    print(bench.summarize(table).to_string(index=False))
+    if not table.empty:
+        print(bench.summarize(table).to_string(index=False))
+    for why in env.get("incomplete", []):
+        print(f"compile-ckpt bench: incomplete: {why}", file=sys.stderr)
     print(f"tables in {args.out}")
-    return EXIT_OK
+    return EXIT_PROBLEM if env.get("incomplete") else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     p.add_argument("--cold-warm", action="store_true", help="two fresh processes: cold, then warm cache")
+    p.add_argument("--budget-s", type=float, default=3600,
+                   help="with --cold-warm: seconds for both runs; what finished is kept (exit 1 if cut short)")
     p.set_defaults(fn=_cmd_bench)
     return ap
 
