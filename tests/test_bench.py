@@ -59,6 +59,28 @@ def test_cold_warm_out_of_budget_is_recorded_and_leaves_nothing_running(tmp_path
     assert _bench_children() == []
 
 
+def test_cold_run_cut_short_keeps_its_finished_dtypes(tmp_path, monkeypatch):
+    """The cold process finished float32, wrote it, and was killed during bf16: the merged
+    table keeps float32 and says what is missing. (The process is faked; the real kill is
+    tested above.)"""
+    import pandas as pd
+
+    def fake_run_process(cmd, *, timeout, env):
+        out = Path(cmd[cmd.index("--out") + 1])
+        rows = pd.DataFrame([{"dtype": "float32", "mode": m, "cache": c, "median_ms": 1.0}
+                             for m, c in (("eager", "n/a"), ("default", "cold"))])
+        bench.write_results(out, rows, {"dtypes_done": ["float32"], "complete": False}, {"float32/eager": [1e-3]})
+        raise TimeoutError("killed")
+
+    monkeypatch.setattr(bench, "run_process", fake_run_process)
+    table, env, steps = bench.run_cold_warm("cpu-smoke", tmp_path, device="cpu", budget_s=30)
+    assert list(table["run"]) == ["cold", "cold"] and list(table["dtype"]) == ["float32", "float32"]
+    assert "dtypes finished: ['float32']" in env["incomplete"][0] and env["complete"] is False
+    assert steps == {"float32/eager": [1e-3]}
+    saved, saved_env, _ = bench.load_results(tmp_path)
+    assert len(saved) == 2 and saved_env["incomplete"] == env["incomplete"]
+
+
 def test_run_profile_reports_each_finished_dtype(tmp_path):
     """on_partial sees every dtype as it finishes, so a run stopped part-way keeps them."""
     import dataclasses
