@@ -42,12 +42,12 @@ from compile_ckpt.checkpoint import atomic_write  # noqa: E402
 from compile_ckpt.env import resolve_device, versions  # noqa: E402
 
 log = logging.getLogger("compile_ckpt")
-PHASES = ("ceilings", "bench", "cudagraphs", "activation_checkpointing", "bench_autotune")
 #: A phase is only started with at least this many seconds of the budget left (about what it
 #: took on the H200, 2026-11-28). The in-process phases cannot be stopped part-way; the
 #: benchmark phases can, and keep what they finished.
 MIN_START_S = {"ceilings": 5.0, "bench": 60.0, "cudagraphs": 30.0, "activation_checkpointing": 10.0,
                "bench_autotune": 60.0}
+PHASES = tuple(MIN_START_S)  # the default order
 
 
 def _write(path: Path, obj: object) -> None:

@@ -168,7 +168,7 @@ def run_profile(profile: str | Profile = "auto", *, device: str | torch.device =
     bar = tqdm(total=total, desc=f"bench {prof.name} ({dev.type})", unit="step", disable=not progress)
     from torch._dynamo.utils import counters
 
-    for dtype in prof.dtypes:
+    for n_done, dtype in enumerate(prof.dtypes, start=1):
         # One reset per dtype: resetting between modes would drop the compiled code of the
         # modes already warmed up, and the timing below would then recompile them.
         torch._dynamo.reset()
@@ -236,9 +236,8 @@ def run_profile(profile: str | Profile = "auto", *, device: str | torch.device =
             })
             step_times[f"{dtype}/{mode}"] = times[mode]
         del runners
-        done = list(prof.dtypes[:prof.dtypes.index(dtype) + 1])
-        if on_partial is not None and len(done) < len(prof.dtypes):
-            on_partial(pd.DataFrame(rows), {**environment(dev, prof, cache), "dtypes_done": done,
+        if on_partial is not None and n_done < len(prof.dtypes):
+            on_partial(pd.DataFrame(rows), {**environment(dev, prof, cache), "dtypes_done": list(prof.dtypes[:n_done]),
                                             "complete": False}, dict(step_times))
     bar.close()
     env = {**environment(dev, prof, cache), "dtypes_done": list(prof.dtypes), "complete": True}
@@ -343,14 +342,14 @@ def run_cold_warm(profile: str = "auto", out_dir: str | Path | None = None, *,
             incomplete.append(f"{cache} run stopped after {time.monotonic() - t0:.0f}s (budget {left:.0f}s), "
                               f"dtypes finished: {done or 'none'}")
             log.warning("bench: %s", incomplete[-1])
-    if not parts:
-        env0 = {**environment(resolve_device(device), resolve_profile(profile, resolve_device(device)), "cold"),
-                "dtypes_done": [], "complete": False}
-        return pd.DataFrame(), {**env0, "cache": "cold+warm", "incomplete": incomplete}, {}
-    env, steps = parts[0][2], parts[0][3]
-    env = {**env, "cache": "cold+warm", "complete": not incomplete, "incomplete": incomplete}
+    summary = {"cache": "cold+warm", "complete": not incomplete, "incomplete": incomplete}
+    if not parts:  # nothing finished: the environment record says where, ``incomplete`` says why
+        dev = resolve_device(device)
+        return pd.DataFrame(), {**environment(dev, resolve_profile(profile, dev), "cold"), **summary}, {}
+    _, _, env, steps = parts[0]
     # Each run keeps its own eager rows: a speedup is only ever computed within one process.
     table = pd.concat([t.assign(run=c) for c, t, _, _ in parts], ignore_index=True)
+    env = {**env, **summary}
     write_results(out, table, env, steps)
     return table, env, steps
 
@@ -405,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(summarize(table).to_string(index=False))
     return 0
-
 
 
 def committed_results(root: str | Path | None = None) -> list[Path]:
