@@ -1,45 +1,63 @@
-# Two commands do all the set-up: `make run` and `make test` create .venv on first use
-# and reinstall whenever requirements.txt or pyproject.toml change.
+# Two commands do all the set-up: `make run` and `make test` create .venv on first use (and
+# reinstall when requirements.txt or pyproject.toml change), with the Jupyter kernel
+# "Python (compile-ckpt)". PIP_ARGS passes options to pip, e.g. for the CPU build of torch:
+#   make test PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple"
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+PIP_ARGS ?=
+LAB_ARGS ?=
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: run test lab clean lint gpu-bench memory-bench
+.PHONY: run test test-fast lint lab kernel gpu-bench memory-bench pythons clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -e . 2>&1 \
-	  | { grep -v "is ignored: it is neither" || true; }
-	@$(PY) -c "import torch, compile_ckpt, papermill; print('environment ready: torch', torch.__version__)"
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) -r requirements.txt \
+	  -e ".[workshop,trainers,test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@$(PY) -c "import torch, compile_ckpt.workshop, papermill; print('environment ready: torch', torch.__version__)"
+	@$(MAKE) --no-print-directory kernel
 	@touch $(STAMP)
+
+## kernel: register this environment as the Jupyter kernel "Python (compile-ckpt)" (for any Jupyter of yours)
+kernel:
+	@$(PY) -m ipykernel install --user --name compile-ckpt --display-name "Python (compile-ckpt)" >/dev/null
+	@echo "Jupyter kernel 'Python (compile-ckpt)' -> $(abspath $(PY))"
 
 ## run: execute every notebook with its defaults into runs/<UTC timestamp>/ and write a summary
 run: $(STAMP)
-	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m compile_ckpt.runner
+	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m compile_ckpt.workshop.runner $(RUN_ARGS)
 
-## test: lint, unit tests, and every notebook through papermill
-test: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks scripts
+## test: lint (ruff, notebooks committed clean), every test, every notebook through papermill
+test: lint
 	MPLBACKEND=agg $(PY) -m pytest
 
-## lab: JupyterLab on the notebooks
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/
+## test-fast: the unit tier (no notebooks, subprocess benchmarks or browser): under a minute
+test-fast: $(STAMP)
+	MPLBACKEND=agg $(PY) -m pytest -m "not slow" -q
 
+## lint: the pre-commit hooks on every file (ruff on .py and .ipynb, outputs stripped)
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks scripts
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
 
-## gpu-bench: the `gpu` benchmark profile with the python that is on PATH (no venv, no network);
-##            GPU_ARGS="--phases ceilings,bench --budget-s 540" passes options to scripts/gpu_run.py
+## lab: JupyterLab on the notebooks; LAB_ARGS="--port 8899 --no-browser" passes options
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab notebooks/ $(ROOT_FLAG) $(LAB_ARGS)
+
+## gpu-bench: the GPU measurements with the python on PATH (no venv, no network); GPU_ARGS pass options
 gpu-bench:
-	bash scripts/gpu_benchmark.sh gpu "" $(GPU_ARGS)
+	bash scripts/gpu_benchmark.sh "" $(GPU_ARGS)
 
-## memory-bench: peak RSS of naive vs low-memory loading of a >=1 GB compiled checkpoint
+## memory-bench: peak RSS of naive vs low-memory loading of a >=1 GB compiled checkpoint, and checksum cost
 memory-bench: $(STAMP)
 	$(PY) benchmarks/load_memory.py
 
+## pythons: the unit tier on every other Python this machine has (PYTHONS="python3.12 python3.13")
+pythons:
+	bash scripts/test_pythons.sh $(PYTHONS)
+
 clean:
-	rm -rf runs artifacts notebooks/artifacts .pytest_cache .ruff_cache .hypothesis
+	rm -rf runs artifacts notebooks/artifacts .pytest_cache .ruff_cache .hypothesis build dist
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -9,6 +9,8 @@ Writes a checkpoint of a model saved the seed's way (``torch.compile``d, so ever
 
 runs one forward pass and reports peak RSS and wall time, and their ratios. Goal: peak RSS
 at most 1.25 x the checkpoint size for the low-memory way (the naive way needs about 2.2 x).
+Then the cost of checksums on the same model: ``save_checkpoint`` with and without them, and
+``load_checkpoint`` verifying or not, interleaved, medians and spread of 3 repeats.
 
     python benchmarks/load_memory.py [--size-gb 1.5] [--dir DIR]
 """
@@ -18,16 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
 import torch
 from torch import nn
+
+from compile_ckpt.workshop.env import PeakRSS
 
 WIDTH = 4096
 
@@ -36,29 +41,10 @@ def build(n_layers: int) -> nn.Module:
     return nn.Sequential(*[nn.Linear(WIDTH, WIDTH) for _ in range(n_layers)])
 
 
-class PeakRSS:
-    """Samples this process's RSS every millisecond on a thread."""
-
-    def __enter__(self) -> PeakRSS:
-        self.proc, self.peak, self.done = psutil.Process(), 0, threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self.done.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            self.done.wait(0.001)
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-
 def child(way: str, path: str, n_layers: int) -> None:
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
     from compile_ckpt import from_checkpoint
-    from compile_ckpt.recipes import seed_clean_on_load
 
     torch.set_num_threads(2)
     base = psutil.Process().memory_info().rss
@@ -67,7 +53,8 @@ def child(way: str, path: str, n_layers: int) -> None:
         if way == "naive":
             model = build(n_layers)
             state = torch.load(path, weights_only=True)["model_state_dict"]
-            model.load_state_dict(seed_clean_on_load(state))
+            consume_prefix_in_state_dict_if_present(state, "_orig_mod.")  # the seed's fix
+            model.load_state_dict(state)
             del state
         else:
             model, _ = from_checkpoint(path, lambda: build(n_layers))
@@ -118,10 +105,34 @@ def main() -> int:
     print(f"(peak RSS includes the Python + torch baseline of {lo['base_rss'] / 2**20:.0f} MiB)")
     goal = lo["peak_rss"] / size <= 1.25
     print(f"goal peak RSS <= 1.25 x checkpoint for low-memory: {'met' if goal else 'NOT met'}")
+    checksum_cost(tmp, n_layers, size)
     if args.dir is None:
-        path.unlink()
-        tmp.rmdir()
+        shutil.rmtree(tmp)
     return 0 if goal else 1
+
+
+def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None:
+    """Seconds to save and to load the model with and without SHA-256 checksums."""
+    from compile_ckpt import load_checkpoint, save_checkpoint
+
+    model, target = build(n_layers), build(n_layers)
+    times: dict[str, list[float]] = {k: [] for k in ("save", "save+sha256", "load", "load+verify")}
+    for _ in range(repeats):  # interleaved, so the page cache and the clock treat both alike
+        for name, sums in (("save", False), ("save+sha256", True)):
+            t0 = time.perf_counter()
+            save_checkpoint(tmp / f"{name}.pt", model, checksums=sums)
+            times[name].append(time.perf_counter() - t0)
+        for name, verify in (("load", False), ("load+verify", True)):
+            t0 = time.perf_counter()
+            load_checkpoint(tmp / "save+sha256.pt", target, verify=verify)
+            times[name].append(time.perf_counter() - t0)
+    print(f"\nchecksums on a {size / 2**30:.2f} GiB model ({repeats} interleaved repeats, median [min-max] s):")
+    for name, ts in times.items():
+        print(f"  {name:12s} {statistics.median(ts):6.2f} [{min(ts):.2f}-{max(ts):.2f}]")
+    for a, b in (("save", "save+sha256"), ("load", "load+verify")):
+        extra = statistics.median(times[b]) - statistics.median(times[a])
+        print(f"  {b}: +{extra:.2f} s ({extra / statistics.median(times[a]):+.0%}), "
+              f"{size / 2**30 / max(extra, 1e-9):.2f} GiB/s of hashing")
 
 
 if __name__ == "__main__":

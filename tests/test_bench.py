@@ -1,119 +1,109 @@
-"""The benchmark harness on cpu-smoke (structure and sanity, never a speed threshold),
-and the plots on the committed GPU table."""
+"""The benchmark harness: statistics, pooling, verdicts, a route cut short by its budget
+(structure and sanity, never a speed threshold), and the committed GPU table."""
 
 from __future__ import annotations
 
-import statistics
-from pathlib import Path
-
-import matplotlib
+import pandas as pd
 import pytest
+import torch
 
-from compile_ckpt import bench, plots
-
-matplotlib.use("agg")
-RESULTS = sorted(Path(__file__).resolve().parents[1].glob("results/*/bench.json"))
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench")
-    return bench.run_cold_warm("cpu-smoke", out, device="cpu"), out
+from compile_ckpt.workshop import bench
+from conftest import ROOT
 
 
-def test_table_structure_and_sanity(smoke):
-    (table, env, steps), out = smoke
-    assert set(table["cache"]) == {"n/a", "cold", "warm"}
-    assert (out / "bench.csv").exists() and (out / "bench.json").exists()
-    assert env["profile"] == "cpu-smoke" and env["torch"] and env["threads"] >= 1
-    assert (table["median_ms"] > 0).all() and (table["p25_ms"] <= table["p75_ms"]).all()
-    assert set(table["run"]) == {"cold", "warm"}
-    cold = table[(table["cache"] == "cold")].iloc[0]
-    eager = table[(table["mode"] == "eager") & (table["run"] == "cold")].iloc[0]
-    assert cold["speedup"] == pytest.approx(eager["median_ms"] / cold["median_ms"])
-    assert cold["median_ms"] == pytest.approx(statistics.median(steps["float32/default"]) * 1e3)
-    assert table["loss_agrees"].all()
-    assert (table["graph_breaks"] == 0).all() and (table["timing_recompiles"] == 0).all()
-    warm = table[(table["cache"] == "warm")].iloc[0]
-    assert warm["compile_latency_s"] < cold["compile_latency_s"]  # the cache did something
-    assert len(steps["float32/eager"]) == bench.PROFILES["cpu-smoke"].repeats
-    assert env["complete"] is True and env["incomplete"] == []
+def test_speedup_interval_is_a_median_of_paired_ratios_with_a_bootstrap_interval():
+    eager = [2.0, 2.2, 1.8, 2.0, 2.1, 1.9, 2.0]
+    s, lo, hi = bench.speedup_interval(eager, [1.0] * 7)
+    assert s == pytest.approx(2.0) and lo <= s <= hi and lo >= 1.8 and hi <= 2.2
+    assert bench.speedup_interval(eager, [1.0] * 7) == (s, lo, hi)  # deterministic
+    noisy = bench.speedup_interval([1.0, 1.2, 0.8, 1.1, 0.9], [1.0] * 5)
+    assert noisy[1] <= 1.0 <= noisy[2]
 
 
-def _bench_children() -> list:
+def _rows(ratio_per_route: dict[str, list[float]]) -> list[dict]:
+    rows = []
+    for route, ratios in ratio_per_route.items():
+        eager = [0.01] * len(ratios)
+        for mode, times in (("eager", eager), ("default", [0.01 / r for r in ratios])):
+            rows.append({"workload": "gpt", "profile": "t", "route": route, "variant": "manual", "dtype": "float32",
+                         "mode": mode, "first_step_s": 0.02 if mode == "eager" else {"cold": 5.0, "warm": 1.0}[route],
+                         "median_ms": 1e3 * sorted(times)[len(times) // 2], "achieved_tflops": 0.01,
+                         "tokens_per_s": 1.0, "eager_times_s": eager, "times_s": times})
+    return rows
+
+
+def test_pool_compares_the_same_code_once_and_each_route_its_first_step():
+    table = bench.pool(_rows({"cold": [2.0, 2.0, 2.0], "warm": [2.0, 2.0, 2.0]}), {"float32_matmul_tflops": 0.1})
+    compiled = table[table["mode"] == "default"]
+    assert list(compiled["route"]) == ["cold", "warm"]
+    assert set(compiled["speedup"]) == {2.0} and set(compiled["ci_low"]) == {2.0}
+    # break-even: (first step - compiled step) / (eager step - compiled step)
+    assert list(compiled["breakeven_steps"]) == [999, 199]
+    assert list(compiled["mfu"]) == pytest.approx([0.1, 0.1])
+
+
+def test_verdict_says_no_measurable_difference_when_the_interval_covers_one():
+    rows = pd.DataFrame([
+        {"workload": "seed", "variant": "-", "dtype": "float32", "mode": "default", "speedup": 1.02, "ci_low": 0.97,
+         "ci_high": 1.06},
+        {"workload": "gpt", "variant": "manual", "dtype": "bf16", "mode": "default", "speedup": 1.2, "ci_low": 1.17,
+         "ci_high": 1.23},
+        {"workload": "gpt", "variant": "sdpa", "dtype": "bf16", "mode": "default", "speedup": 1.05, "ci_low": 1.03,
+         "ci_high": 1.08}])
+    lines = bench.verdict(rows)
+    assert "no measurable difference" in lines[0] and "0.97-1.06" in lines[0]
+    assert "within the claimed 1.15-1.25x" in lines[1]
+    assert "below the claimed" in lines[2] and "faster" in lines[2]
+
+
+def test_profiles_resolve_by_workload_and_device():
+    assert bench.resolve_profile("gpt", "auto", torch.device("cpu")).name == "laptop"
+    assert bench.resolve_profile("seed", "auto", torch.device("cuda")).name == "gpu"
+    gpu = bench.PROFILES[("gpt", "gpu")]
+    assert (gpu.model.n_layer, gpu.model.d_model, gpu.model.seq_len) == (12, 768, 1024) and gpu.variants == ("manual",
+                                                                                                             "sdpa")
+    with pytest.raises(ValueError, match="unknown profile"):
+        bench.resolve_profile("gpt", "huge", torch.device("cpu"))
+
+
+@pytest.mark.slow
+def test_seed_smoke_in_process_measures_everything():
+    rows, steps = bench.measure(bench.PROFILES[("seed", "cpu-smoke")], "in-process", torch.device("cpu"))
+    table = bench.pool(rows, bench.measure_ceilings("cpu"))
+    assert list(table["mode"]) == ["eager", "default"] and (table["median_ms"] > 0).all()
+    assert table["loss_agrees"].all() and (table["graph_breaks"] == 0).all() and (table["recompiles"] == 0).all()
+    assert (table["samples_per_s"] > 0).all() and ((table["mfu"] > 0) & (table["mfu"] < 1)).all()
+    assert len(steps["float32/eager"]) == bench.PROFILES[("seed", "cpu-smoke")].repeats
+
+
+@pytest.mark.slow
+def test_a_route_cut_short_is_recorded_and_leaves_nothing_running(tmp_path):
     import psutil
 
-    return [p for p in psutil.Process().children(recursive=True)
-            if "compile_ckpt.bench" in " ".join(p.cmdline())]
+    table, env = bench.run_routes("gpt", "cpu-smoke", tmp_path, device="cpu", budget_s=1.0)
+    assert table.empty and env["complete"] is False
+    cold, warm, mega, regional = env["incomplete"]
+    assert cold.startswith("cold route stopped after") and regional.startswith("regional route stopped after")
+    assert warm.startswith("warm route not started") and mega.startswith("mega-cache route not started")
+    assert not [p for p in psutil.Process().children(recursive=True) if "bench" in " ".join(p.cmdline())]
+    assert not list(tmp_path.glob("route-*.json"))
 
 
-def test_cold_warm_out_of_budget_is_recorded_and_leaves_nothing_running(tmp_path):
-    """A cold run that cannot finish in its budget is killed with every process it started,
-    and the record says so instead of raising; the warm run is not started."""
-    table, env, steps = bench.run_cold_warm("cpu-smoke", tmp_path, device="cpu", budget_s=1.0)
-    assert table.empty and steps == {}
-    assert env["complete"] is False
-    assert env["incomplete"][0].startswith("cold run stopped after") and "dtypes finished: none" in env["incomplete"][0]
-    assert env["incomplete"][1] == "warm run not started: the cold run did not complete"
-    assert not (tmp_path / "warm").exists()
-    assert _bench_children() == []
+def test_committed_gpu_tables_load_with_intervals():
+    folders = sorted(p.parent for p in (ROOT / "results").glob("*/bench.json"))
+    assert folders, "results/ ships at least one GPU run"
+    table, env, _ = bench.load_results(folders[-1])
+    assert env["device"] == "cuda" and {"speedup", "ci_low", "ci_high", "route"} <= set(table.columns)
+    compiled = table[table["mode"] != "eager"]
+    assert ((compiled["ci_low"] <= compiled["speedup"]) & (compiled["speedup"] <= compiled["ci_high"])).all()
 
 
-def test_cold_run_cut_short_keeps_its_finished_dtypes(tmp_path, monkeypatch):
-    """The cold process finished float32, wrote it, and was killed during bf16: the merged
-    table keeps float32 and says what is missing. (The process is faked; the real kill is
-    tested above.)"""
-    import pandas as pd
+def test_cumulative_plot_marks_break_even(tmp_path):
+    import matplotlib
 
-    def fake_run_process(cmd, *, timeout, env):
-        out = Path(cmd[cmd.index("--out") + 1])
-        rows = pd.DataFrame([{"dtype": "float32", "mode": m, "cache": c, "median_ms": 1.0}
-                             for m, c in (("eager", "n/a"), ("default", "cold"))])
-        bench.write_results(out, rows, {"dtypes_done": ["float32"], "complete": False}, {"float32/eager": [1e-3]})
-        raise TimeoutError("killed")
+    matplotlib.use("agg")
+    from compile_ckpt.workshop.plots import plot_cumulative
 
-    monkeypatch.setattr(bench, "run_process", fake_run_process)
-    table, env, steps = bench.run_cold_warm("cpu-smoke", tmp_path, device="cpu", budget_s=30)
-    assert list(table["run"]) == ["cold", "cold"] and list(table["dtype"]) == ["float32", "float32"]
-    assert "dtypes finished: ['float32']" in env["incomplete"][0] and env["complete"] is False
-    assert steps == {"float32/eager": [1e-3]}
-    saved, saved_env, _ = bench.load_results(tmp_path)
-    assert len(saved) == 2 and saved_env["incomplete"] == env["incomplete"]
-
-
-def test_run_profile_reports_each_finished_dtype(tmp_path):
-    """on_partial sees every dtype as it finishes, so a run stopped part-way keeps them."""
-    import dataclasses
-
-    prof = dataclasses.replace(bench.PROFILES["cpu-smoke"], name="two-dtypes", modes=("eager",),
-                               dtypes=("float32", "bf16"))
-    seen = []
-
-    def keep(table, env, steps):
-        seen.append((len(table), env["dtypes_done"], env["complete"], sorted(steps)))
-        bench.write_results(tmp_path, table, env, steps)
-
-    table, env, _ = bench.run_profile(prof, device="cpu", progress=False, on_partial=keep)
-    assert seen == [(1, ["float32"], False, ["float32/eager"])]
-    partial, partial_env, _ = bench.load_results(tmp_path)  # what a killed run would leave
-    assert list(partial["dtype"]) == ["float32"] and partial_env["complete"] is False
-    assert len(table) == 2 and env["complete"] is True and env["dtypes_done"] == ["float32", "bf16"]
-
-
-def test_resolve_profile():
-    import torch
-
-    assert bench.resolve_profile("auto", torch.device("cpu")).name == "laptop"
-    assert bench.resolve_profile("auto", torch.device("cuda")).name == "gpu"
-    with pytest.raises(ValueError, match="unknown profile"):
-        bench.resolve_profile("huge", torch.device("cpu"))
-
-
-@pytest.mark.skipif(not RESULTS, reason="no committed results/*/bench.json")
-def test_plots_on_committed_gpu_table(tmp_path):
-    table, env, steps = bench.load_results(RESULTS[-1].parent)
-    assert env["device"] == "cuda"
-    fig = plots.plot_benchmark(table, steps, env)
-    assert len(fig.axes) == 4
-    fig.savefig(tmp_path / "b.png")
-    assert (tmp_path / "b.png").stat().st_size > 10_000
+    fig = plot_cumulative({"cold": (5.0, 0.005), "slower": (1.0, 0.02)}, 0.01, title="t")
+    marks = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
+    assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(1000)  # only the route that pays back

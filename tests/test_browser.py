@@ -40,8 +40,11 @@ STATE_JS = """() => {
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     """JupyterLab on a copy of the notebooks (the committed ones are never touched)."""
-    from compile_ckpt.distributed import free_port
+    from compile_ckpt.workshop.distributed import free_port
+    from compile_ckpt.workshop.runner import this_python_kernel
 
+    kernel = this_python_kernel()  # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
+    kernel.__enter__()
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("artifacts", ".ipynb_checkpoints"))
     port, token = free_port(), secrets.token_hex(16)
@@ -71,6 +74,7 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
             proc.wait()
+        kernel.__exit__(None, None, None)
 
 
 def _run_all(page, url: str, token: str, name: str, timeout_s: float = 300) -> dict:

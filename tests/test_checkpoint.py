@@ -11,10 +11,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from compile_ckpt import (
     CheckpointCollisionError,
+    CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
     canonical_fqn,
     clean_state_dict,
+    find_state_dicts,
     from_checkpoint,
     load_checkpoint,
     read_checkpoint,
@@ -22,7 +24,7 @@ from compile_ckpt import (
     unwrap_model,
     wrapper_paths,
 )
-from compile_ckpt.model import ModelConfig, build_model
+from compile_ckpt.workshop.model import WRAPPINGS, ModelConfig, build_model, wrap
 from conftest import SMALL, compiled, same_outputs
 
 
@@ -43,25 +45,10 @@ def test_canonical_fqn_offline_and_exact(small_model, gloo):
     assert canonical_fqn("module._orig_mod.head.0.weight", wrapper_paths(d)) == "head.0.weight"
 
 
-@pytest.mark.parametrize("save_wrap", ["plain", "compile", "submodule", "ddp_compile", "compile_ddp", "inplace"])
-@pytest.mark.parametrize("load_wrap", ["plain", "compile", "submodule", "ddp_compile", "compile_ddp", "inplace"])
+@pytest.mark.parametrize("save_wrap", WRAPPINGS)
+@pytest.mark.parametrize("load_wrap", WRAPPINGS)
 def test_any_wrapping_into_any_wrapping(save_wrap, load_wrap, gloo):
-    def wrap(kind, seed):
-        m = build_model(SMALL, seed=seed)
-        if kind == "compile":
-            return compiled(m)
-        if kind == "submodule":
-            m.cnn_layers = compiled(m.cnn_layers)
-            return m
-        if kind == "ddp_compile":
-            return DDP(compiled(m))
-        if kind == "compile_ddp":
-            return compiled(DDP(m))
-        if kind == "inplace":
-            m.compile(backend="eager")
-        return m
-
-    src, dst = wrap(save_wrap, 0), wrap(load_wrap, 1)
+    src, dst = wrap(build_model(SMALL, seed=0), save_wrap), wrap(build_model(SMALL, seed=1), load_wrap)
     sd = src.state_dict()
     keys_before = list(sd)
     report = load_checkpoint(sd, dst)
@@ -223,3 +210,133 @@ def test_optimizer_requested_but_absent_is_clear(small_model):
 def test_read_checkpoint_loads_weights_only(tmp_path):
     torch.save({"a": torch.ones(2)}, tmp_path / "a.pt")
     assert torch.equal(read_checkpoint(tmp_path / "a.pt")["a"], torch.ones(2))
+
+
+# ------------------------------------------------------------------ all-or-nothing
+def _trained(seed=0):
+    model = compiled(build_model(SMALL, seed=seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    model(*build_model(SMALL).example_inputs(4)).sum().backward()
+    opt.step()
+    sched.step()
+    return model, opt, sched
+
+
+@pytest.mark.parametrize("damage", ["no optimizer", "optimizer of another model", "optimizer state shape",
+                                    "non-tensor weight", "shape", "scheduler not a dict"])
+def test_a_failed_strict_load_changes_nothing(tmp_path, damage):
+    from conftest import state_of
+
+    src, opt, sched = _trained(0)
+    path = save_checkpoint(tmp_path / "c.pt", src, optimizer=opt, scheduler=sched)
+    obj = torch.load(path, weights_only=True)
+    if damage == "no optimizer":
+        del obj["optimizer_state_dict"]
+    elif damage == "optimizer of another model":
+        obj["optimizer_state_dict"]["param_groups"][0]["params"] = [0, 1]
+    elif damage == "optimizer state shape":
+        obj["optimizer_state_dict"]["state"][0]["exp_avg"] = torch.zeros(3, 3)
+    elif damage == "non-tensor weight":
+        obj["model_state_dict"]["head.3.bias"] = 1.5
+    elif damage == "shape":
+        obj["model_state_dict"]["head.3.bias"] = torch.zeros(7)
+    else:
+        obj["scheduler_state_dict"] = [1, 2]
+    model, opt2, sched2 = _trained(5)
+    before = state_of(model, opt2, sched2)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(obj, model, optimizer=opt2, scheduler=sched2)
+    after = state_of(model, opt2, sched2)
+    assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert "nothing was loaded" in str(err.value)
+
+
+def test_dtype_differences_are_reported(small_model):
+    sd = {k: v.double() for k, v in small_model().state_dict().items()}
+    report = load_checkpoint(sd, small_model(1))
+    assert report.ok and len(report.dtype_casts) == len(sd) and report.dtype_casts[0][1:] == ("float64", "float32")
+
+
+# --------------------------------------------------------------- containers, prefix
+def test_every_state_dict_in_a_file_is_found_and_selectable(small_model):
+    sd = small_model().state_dict()
+    obj = {"model": sd, "ema": {k: v + 1 for k, v in sd.items()}, "metadata": {"rng": {"cpu": torch.ones(2)}},
+           "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": []}}
+    assert list(find_state_dicts(obj)) == ["model", "ema"]  # not the RNG state, not the optimizer's
+    target = small_model(1)
+    report = load_checkpoint(obj, target, key="ema")
+    assert report.container == "ema" and report.other_state_dicts == ["model"]
+    assert torch.equal(target.head[0].weight, sd["head.0.weight"] + 1)
+    assert "also holds ema" in str(load_checkpoint(obj, small_model(2)))
+    with pytest.raises(CheckpointFormatError, match="no state dict called 'teacher'"):
+        load_checkpoint(obj, small_model(), key="teacher")
+    with pytest.raises(CheckpointFormatError, match="several state dicts"):
+        load_checkpoint({"student": sd, "teacher": sd}, small_model())
+    assert find_state_dicts({"models": {"student": sd}}) == {"models.student": sd}
+
+
+def test_prefix_selects_a_trainers_keys(small_model):
+    sd = compiled(small_model()).state_dict()
+    lightning = {f"model.{k}": v for k, v in sd.items()} | {"loss_fn.weight": torch.ones(1)}
+    report = load_checkpoint(lightning, small_model(1), prefix="model.")
+    assert report.ok and report.skipped == ["loss_fn.weight"] and report.removed_prefixes == {"_orig_mod.": 12}
+    with pytest.raises(CheckpointMismatchError, match="no key starts with prefix='ema.'"):
+        load_checkpoint(lightning, small_model(1), prefix="ema.")
+
+
+def test_tied_weights_load_through_the_tie():
+    from compile_ckpt.workshop.gpt import GPTConfig, build_gpt
+
+    cfg = GPTConfig(vocab_size=32, seq_len=8, d_model=8, n_layer=1, n_head=2)
+    src = build_gpt(cfg, seed=0)
+    sd = {k: v for k, v in src.state_dict().items() if k != "head.weight"}  # stored once, as save_pretrained does
+    dst = build_gpt(cfg, seed=1)
+    report = load_checkpoint(sd, dst)
+    assert report.ok and report.tied == {"head.weight": "tok.weight"}
+    assert dst.head.weight is dst.tok.weight and torch.equal(dst.head.weight, src.tok.weight)
+
+
+def test_save_checkpoint_takes_a_state_dict(tmp_path, small_model):
+    path = save_checkpoint(tmp_path / "c.pt", compiled(small_model()).state_dict(), metadata={"epoch": 1})
+    plain = small_model(1)
+    plain.load_state_dict(torch.load(path, weights_only=True)["model_state_dict"])
+    assert same_outputs(small_model(), plain)
+
+
+def test_safetensors_keeps_ties_and_extra_state_and_refuses_the_rest(tmp_path):
+    from compile_ckpt import UnsupportedContentError
+    from compile_ckpt.workshop.gpt import GPTConfig, build_gpt
+
+    class WithExtra(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.note = {"steps": 3}
+
+        def get_extra_state(self):
+            return self.note
+
+        def set_extra_state(self, state):
+            self.note = state
+
+    gpt = build_gpt(GPTConfig(vocab_size=32, seq_len=8, d_model=8, n_layer=1, n_head=2))
+    path = save_checkpoint(tmp_path / "g.safetensors", compiled(gpt))
+    dst = build_gpt(GPTConfig(vocab_size=32, seq_len=8, d_model=8, n_layer=1, n_head=2), seed=3)
+    assert load_checkpoint(path, dst).ok and torch.equal(dst.head.weight, gpt.tok.weight)
+    src = WithExtra()
+    path = save_checkpoint(tmp_path / "e.safetensors", src)
+    dst = WithExtra()
+    dst.note = {}
+    assert load_checkpoint(path, dst).ok and dst.note == {"steps": 3}
+    src.note = {"when": object()}
+    with pytest.raises(UnsupportedContentError, match="non-tensor state"):
+        save_checkpoint(tmp_path / "bad.safetensors", src)
+    with pytest.raises(UnsupportedContentError, match="metadata.rng is a Tensor"):
+        save_checkpoint(tmp_path / "bad.safetensors", WithExtra(), metadata={"rng": torch.ones(2)})
+    views = nn.Module()
+    views.a = nn.Parameter(torch.ones(4))
+    views.register_buffer("b", views.a.detach()[:2])
+    with pytest.raises(UnsupportedContentError, match="different view"):
+        save_checkpoint(tmp_path / "bad.safetensors", views)
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -1,16 +1,20 @@
-"""One list of packages: requirements.txt (exact pins), environment.yml installs it,
-pyproject.toml's lower bounds are satisfied by the pins."""
+"""One list of packages and honest packaging: requirements.txt pins exactly, environment.yml
+installs it, pyproject's bounds are met by the pins, every test import is declared, and the
+licence and Python versions are stated as tested."""
 
 from __future__ import annotations
 
+import ast
 import re
+import sys
 import tomllib
-from pathlib import Path
 
 import yaml
 from packaging.requirements import Requirement
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
+META = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def pins() -> dict[str, str]:
@@ -34,18 +38,42 @@ def test_environment_yml_installs_requirements_and_package():
     deps = env["dependencies"]
     assert "python=3.11" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
-    assert pip == ["-r requirements.txt", "-e ."]
-    conda_names = {re.split(r"[=<>]", d)[0] for d in deps if isinstance(d, str)}
-    assert conda_names <= {"python", "pip"}, "packages belong in requirements.txt, not twice"
+    assert pip == ["-r requirements.txt", "-e .[workshop,trainers,test]"]
+    assert {re.split(r"[=<>]", d)[0] for d in deps if isinstance(d, str)} <= {"python", "pip"}
 
 
 def test_pyproject_bounds_are_met_by_the_pins():
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     p = pins()
-    reqs = [Requirement(r) for r in meta["dependencies"]]
-    for extra in meta["optional-dependencies"].values():
+    reqs = [Requirement(r) for r in META["project"]["dependencies"]]
+    for extra in META["project"]["optional-dependencies"].values():
         reqs += [Requirement(r) for r in extra]
     for r in reqs:
         assert r.name.lower() in p, f"{r.name} is in pyproject.toml but not pinned in requirements.txt"
         assert p[r.name.lower()] in r.specifier, f"{r.name}=={p[r.name.lower()]} violates {r.specifier}"
-    assert meta["scripts"]["compile-ckpt"] == "compile_ckpt.cli:main"
+    assert META["project"]["scripts"]["compile-ckpt"] == "compile_ckpt.cli:main"
+
+
+def test_every_test_import_is_declared():
+    declared = {Requirement(r).name.lower().replace("-", "_") for extra in ("workshop", "trainers", "test")
+                for r in META["project"]["optional-dependencies"][extra]} | {"torch"}
+    aliases = {"yaml": "pyyaml", "ipywidgets": "ipywidgets", "nbformat": "nbformat"}
+    stdlib = set(sys.stdlib_module_names)
+    for path in (ROOT / "tests").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            for name in names:
+                top = name.split(".")[0]
+                if top in stdlib or top in ("compile_ckpt", "conftest", "__future__"):
+                    continue
+                assert aliases.get(top, top).lower() in declared, f"{path.name} imports {top}, not declared"
+
+
+def test_licence_and_python_versions_are_stated():
+    project = META["project"]
+    assert project["license"] == "BSD-3-Clause" and (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause")
+    assert project["requires-python"] == ">=3.11"
+    versions = {c.rsplit(" ", 1)[-1] for c in project["classifiers"]
+                if c.startswith("Programming Language :: Python :: 3.")}
+    assert "3.11" in versions and all(re.fullmatch(r"3\.\d+", v) for v in versions)
+    assert not any(c.startswith("License ::") for c in project["classifiers"])  # the SPDX string says it

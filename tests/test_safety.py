@@ -7,13 +7,17 @@ import os
 import pickle
 import random
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from compile_ckpt import (
     CheckpointError,
@@ -141,3 +145,131 @@ def test_killed_writer_never_leaves_a_torn_checkpoint(tmp_path):
     assert kills == 8
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt.pt.")]
     assert all(p.endswith(".tmp") for p in leftovers)  # only temp files, never the target
+
+
+# ------------------------------------------------------------- writes never destroy
+def test_a_symlink_is_written_through(tmp_path, small_model):
+    real = save_checkpoint(tmp_path / "ckpt_100.pt", small_model(0))
+    (tmp_path / "latest.pt").symlink_to("ckpt_100.pt")
+    save_checkpoint(tmp_path / "latest.pt", small_model(1))
+    assert (tmp_path / "latest.pt").is_symlink()
+    assert torch.equal(read_checkpoint(real)["model_state_dict"]["head.0.weight"], small_model(1).head[0].weight)
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_what_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, small_model, kind):
+    from compile_ckpt import CheckpointWriteError
+
+    path = tmp_path / "target.pt"
+    path.mkdir() if kind == "directory" else os.mkfifo(path)
+    with pytest.raises(CheckpointWriteError, match=f"is a {'directory' if kind == 'directory' else 'FIFO'}"):
+        save_checkpoint(path, small_model())
+    assert path.is_dir() if kind == "directory" else stat.S_ISFIFO(path.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["target.pt"]
+
+
+def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_model):
+    old = os.umask(0o022)
+    try:
+        new = save_checkpoint(tmp_path / "new.pt", small_model())
+        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        torch.save({}, tmp_path / "plain.pt")
+        assert stat.S_IMODE((tmp_path / "plain.pt").stat().st_mode) == 0o644  # what torch.save gives
+        os.chmod(new, 0o640)
+        save_checkpoint(new, small_model(1))
+        assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_a_killed_saves_temporary_file_is_removed_by_the_next_save(tmp_path, small_model):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".c.pt.{dead}.abc123.tmp"
+    live = tmp_path / f".c.pt.{os.getppid()}.def456.tmp"  # a live writer's: never touched
+    stale.write_bytes(b"partial")
+    live.write_bytes(b"in progress")
+    save_checkpoint(tmp_path / "c.pt", small_model())
+    assert not stale.exists() and live.exists()
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, small_model, monkeypatch):
+    from compile_ckpt import CheckpointWriteError
+
+    target = tmp_path / "c.pt"
+    save_checkpoint(target, small_model(0))
+    before = target.read_bytes()
+
+    def full(obj, f, *a, **k):  # what torch.save raises when the device fills up mid-write
+        Path(f).write_bytes(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CheckpointWriteError, match="could not be written.*bytes free.*unchanged"):
+        save_checkpoint(target, small_model(1))
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_a_really_full_disk(tmp_path, small_model):
+    """The same on a real 64 KiB tmpfs, where this machine lets us mount one."""
+    from compile_ckpt import CheckpointWriteError
+
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not permitted here; test_a_full_disk_leaves_the_old_file covers the path")
+    try:
+        save_checkpoint(mnt / "c.pt", torch.nn.Linear(2, 2))
+        before = (mnt / "c.pt").read_bytes()
+        with pytest.raises(CheckpointWriteError, match="bytes free"):
+            save_checkpoint(mnt / "c.pt", torch.nn.Linear(300, 300))
+        assert (mnt / "c.pt").read_bytes() == before and [p.name for p in mnt.iterdir()] == ["c.pt"]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+# ------------------------------------------------------------------- honest errors
+def test_an_unusable_map_location_is_not_called_corruption(tmp_path, small_model):
+    from compile_ckpt import CheckpointDeviceError
+
+    path = save_checkpoint(tmp_path / "c.pt", small_model())
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointDeviceError, match="no CUDA GPU"):
+            load_checkpoint(path, small_model(), map_location="cuda")
+    with pytest.raises(CheckpointDeviceError, match="not a device"):
+        read_checkpoint(path, map_location="gpu0")
+
+
+def test_a_malformed_compile_ckpt_safetensors_header_is_corruption(tmp_path, small_model):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "x.safetensors"
+    save_file({"w": torch.ones(2)}, str(path), metadata={"compile_ckpt": "{not json", "compile_ckpt_version": "2"})
+    with pytest.raises(CorruptCheckpointError, match="not a readable safetensors file"):
+        read_checkpoint(path)
+    save_file({"w": torch.ones(2)}, str(path), metadata={"compile_ckpt": "[1, 2]", "compile_ckpt_version": "2"})
+    with pytest.raises(CorruptCheckpointError, match="malformed"):
+        read_checkpoint(path)
+
+
+# -------------------------------------------------------------------- checksums
+@settings(max_examples=40, deadline=None)
+@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4),
+       suffix=st.sampled_from([".pt", ".safetensors"]))
+def test_random_corruption_never_loads_silently(tmp_path_factory, flips, suffix):
+    """Flip bytes anywhere in a checksummed file: the load raises a CheckpointError, or what it
+    loads is bit-identical to what was saved (the flip landed where no tensor byte lives)."""
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
+    path = save_checkpoint(tmp_path_factory.mktemp("c") / f"c{suffix}", model)
+    data = bytearray(path.read_bytes())
+    for where, xor in flips:
+        data[int(where * len(data))] ^= xor
+    path.write_bytes(bytes(data))
+    target = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
+    try:
+        load_checkpoint(path, target)
+    except CheckpointError:
+        return
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), target.state_dict().values(),
+                                                 strict=True))

@@ -8,18 +8,36 @@ puts ``_orig_mod`` in the middle of a key (``encoder._orig_mod.weight``).
 
 This module is self-contained: it imports torch and the standard library only (plus
 ``safetensors`` lazily, when a ``.safetensors`` path is used), so it can be copied into
-any trainer. The public entry points are :func:`save_checkpoint`, :func:`load_checkpoint`,
-:func:`clean_state_dict`, :func:`unwrap_model`, :func:`canonical_fqn` and
-:func:`read_checkpoint`.
+any trainer. The guarantees:
+
+- **Writes are atomic and never destroy what they do not own.** A temporary file beside the
+  target is fsynced and moved into place; a symlink is written through to its target; a
+  directory, FIFO or device at the path is refused; a new file gets ``0o666 & ~umask`` (what
+  ``torch.save`` gives), an overwritten one keeps its mode.
+- **Loads are all-or-nothing.** Keys, shapes, non-tensor values, checksums and the optimizer
+  and scheduler state are checked before the first tensor is copied.
+- **Reads are safe.** Always ``torch.load(weights_only=True)``; every failure is a
+  :class:`CheckpointError` subclass that names the file and the cause.
+- **Every format keeps everything or refuses.** ``.safetensors`` files store tied tensors once
+  and re-tie them on load, keep JSON-able non-tensor state, and refuse what they cannot hold.
+
+The public entry points are :func:`save_checkpoint`, :func:`load_checkpoint`,
+:func:`from_checkpoint`, :func:`clean_state_dict`, :func:`unwrap_model`, :func:`canonical_fqn`,
+:func:`read_checkpoint` and :func:`find_state_dicts`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import stat
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -30,25 +48,32 @@ import torch
 from torch import nn
 
 __all__ = [
+    "BARE",
     "FORMAT",
     "WRAPPER_SEGMENTS",
     "CheckpointCollisionError",
+    "CheckpointDeviceError",
     "CheckpointError",
     "CheckpointFormatError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "CheckpointWriteError",
+    "ChecksumMismatchError",
     "CorruptCheckpointError",
     "LoadReport",
     "Rename",
     "UnsafeCheckpointError",
+    "UnsupportedContentError",
     "atomic_write",
     "canonical_fqn",
     "clean_state_dict",
     "extract_model_state_dict",
+    "find_state_dicts",
     "from_checkpoint",
     "load_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
+    "tensor_checksum",
     "unwrap_model",
     "wrapper_paths",
 ]
@@ -69,10 +94,12 @@ WRAPPER_SEGMENTS: tuple[str, ...] = (
 _UNAMBIGUOUS = frozenset(WRAPPER_SEGMENTS) - {"module"}
 
 _MODEL_KEYS = ("model_state_dict", "state_dict", "model")
-_OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer")
-_SCHEDULER_KEYS = ("scheduler_state_dict", "lr_scheduler", "scheduler")
+_OPTIMIZER_KEYS = ("optimizer_state_dict", "optimizer", "optimizer_states")  # the last: Lightning's list
+_SCHEDULER_KEYS = ("scheduler_state_dict", "lr_scheduler", "scheduler", "lr_schedulers")
 _ZIP_MAGIC = b"PK\x03\x04"
+_EXTRA_STATE = "_extra_state"
 BARE = "bare state dict"
+"""The container name :func:`find_state_dicts` gives a file that *is* a state dict."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -96,6 +123,10 @@ class CorruptCheckpointError(CheckpointError):
     """The file is empty, truncated or not a checkpoint at all."""
 
 
+class ChecksumMismatchError(CorruptCheckpointError):
+    """A tensor's bytes differ from the SHA-256 that was stored when the file was saved."""
+
+
 class UnsafeCheckpointError(CheckpointError):
     """The file needs Python globals that ``weights_only=True`` refuses to import."""
 
@@ -109,12 +140,26 @@ class CheckpointFormatError(CheckpointError, ValueError):
     """The file loaded, but holds no state dict this library recognises."""
 
 
+class UnsupportedContentError(CheckpointFormatError, TypeError):
+    """What was asked to be saved cannot be stored in the format the path's suffix names."""
+
+
+class CheckpointDeviceError(CheckpointError, ValueError):
+    """``map_location`` names a device this machine does not have (the file may be fine)."""
+
+
+class CheckpointWriteError(CheckpointError, OSError):
+    """Nothing was written: the path is not a regular file, or the write failed (e.g. a full
+    disk). Whatever was at the path before is unchanged."""
+
+
 class CheckpointCollisionError(CheckpointError, ValueError):
     """Two checkpoint keys would land on the same target key."""
 
 
 class CheckpointMismatchError(CheckpointError, RuntimeError):
-    """Strict loading failed: keys missing, unexpected, or of another shape."""
+    """Strict loading failed: keys missing, unexpected, or of another shape; or the
+    optimizer or scheduler state does not fit. Nothing was copied."""
 
 
 # ------------------------------------------------------------------------ key names
@@ -212,7 +257,7 @@ class Rename:
 class LoadReport:
     """What :func:`load_checkpoint` or :func:`clean_state_dict` did. ``str()`` is one line."""
 
-    source: str = "<object>"
+    source: str = "a state dict in memory"
     target: str = ""
     total: int = 0
     loaded: int = 0
@@ -222,10 +267,16 @@ class LoadReport:
     shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = dataclasses.field(
         default_factory=list
     )
+    non_tensors: list[str] = dataclasses.field(default_factory=list)
+    dtype_casts: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     optimizer_loaded: bool = False
     scheduler_loaded: bool = False
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    container: str = "bare state dict"
+    container: str = BARE
+    other_state_dicts: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)  # outside the prefix asked for
+    tied: dict[str, str] = dataclasses.field(default_factory=dict)  # absent key -> the key it is tied to
+    checksums_verified: bool = False
 
     @property
     def removed_prefixes(self) -> Counter[str]:
@@ -239,7 +290,7 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatches)
+        return not (self.missing or self.unexpected or self.shape_mismatches or self.non_tensors)
 
     def __str__(self) -> str:
         into = f" into {self.target}" if self.target else ""
@@ -248,7 +299,7 @@ class LoadReport:
         if self.removed_prefixes:
             parts.append("cleaned prefixes: removed " + _fmt_counter(self.removed_prefixes))
         if self.added_prefixes:
-            parts.append("added " + _fmt_counter(self.added_prefixes))
+            parts.append("added " + _fmt_counter(self.added_prefixes, "to"))
         reordered = sum(1 for r in self.renames if not (r.removed or r.added))
         if reordered:
             parts.append(f"reordered wrapper segments in {reordered} keys")
@@ -258,10 +309,18 @@ class LoadReport:
             parts.append(f"{len(self.missing)} missing, {len(self.unexpected)} unexpected")
         if self.shape_mismatches:
             parts.append(f"{len(self.shape_mismatches)} shape mismatches skipped")
+        if self.skipped:
+            parts.append(f"left {len(self.skipped)} keys outside the prefix")
+        if self.tied:
+            parts.append(f"{len(self.tied)} tied to a loaded tensor ({', '.join(self.tied)})")
         extra = [n for n, ok in (("optimizer", self.optimizer_loaded),
                                  ("scheduler", self.scheduler_loaded)) if ok]
         if extra:
             parts.append("also loaded " + " and ".join(extra))
+        if self.checksums_verified:
+            parts.append("checksums verified")
+        if self.other_state_dicts:
+            parts.append(f"the file also holds {', '.join(self.other_state_dicts)} (choose with key=)")
         return head + "; " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,8 +333,8 @@ class LoadReport:
         return d
 
 
-def _fmt_counter(c: Counter[str]) -> str:
-    return ", ".join(f"'{k}' from {n} key{'s' if n != 1 else ''}" for k, n in c.most_common())
+def _fmt_counter(c: Counter[str], word: str = "from") -> str:
+    return ", ".join(f"'{k}' {word} {n} key{'s' if n != 1 else ''}" for k, n in c.most_common())
 
 
 # -------------------------------------------------------------------- matching keys
@@ -430,39 +489,238 @@ def clean_state_dict(state_dict: Mapping[str, Any], model: nn.Module | None = No
     return cleaned, report
 
 
-# ------------------------------------------------------------------------ reading
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` then move the file onto ``path`` in one step.
+# ------------------------------------------------------------------------ writing
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
-    The temporary file sits in the same directory, is fsynced, then ``os.replace``d, and
-    the directory is fsynced: a crash at any moment leaves the old file or the new one.
+
+def _writable_target(path: Path) -> tuple[Path, os.stat_result | None]:
+    """The file a write to ``path`` replaces (a symlink is followed, as ``torch.save``
+    follows it) and its current status; refuse anything that is not a regular file."""
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target, None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        via = f" (the symlink's target {target})" if target != path else ""
+        raise CheckpointWriteError(f"is {kind}{via}, not a regular file; refusing to replace it, "
+                                   "nothing was written", path)
+    return target, st
+
+
+def _remove_stale_temps(target: Path) -> None:
+    """Delete temporary files that a killed save to ``target`` left behind. The writer's PID
+    is in the name; a live writer's file (this process's too) is never touched."""
+    for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+        pid = tmp.name[len(target.name) + 2:].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                log.info("compile_ckpt: removed %s, left by a save that was killed", tmp)
+        except PermissionError:  # alive, owned by someone else
+            continue
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)``, then move the file onto ``path`` in one step; return ``path``.
+
+    The temporary file sits beside the target, is fsynced, gets the target's mode (a new file
+    ``0o666 & ~umask``), then ``os.replace``s it, and the directory is fsynced: a crash at any
+    moment leaves the old file or the new one. A symlink is written through to its target;
+    anything but a regular file raises :class:`CheckpointWriteError` untouched, and so does a
+    failed write (a full disk), after removing its temporary file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    target, st = _writable_target(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointWriteError(f"its folder cannot be created ({exc.strerror or exc})", path) from exc
+    _remove_stale_temps(target)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise CheckpointWriteError(f"cannot be written ({exc.strerror or exc}); nothing changed", path) from exc
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        os.chmod(tmp_path, stat.S_IMODE(st.st_mode) if st else 0o666 & ~_umask())
+        if st is not None and os.geteuid() == 0:
+            os.chown(tmp_path, st.st_uid, st.st_gid)
+        os.replace(tmp_path, target)
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        tmp_path.unlink(missing_ok=True)
+        if isinstance(exc, CheckpointError):
+            raise
+        free = shutil.disk_usage(target.parent).free
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise CheckpointWriteError(f"could not be written ({why}; {free:,} bytes free on its device); the "
+                                   "previous file, if any, is unchanged", path) from exc
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    _fsync_dir(target.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
     try:
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:  # pragma: no cover - platforms without directory fds
-        return path
+        return
     try:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return path
+
+
+def tensor_checksum(t: torch.Tensor) -> str:
+    """SHA-256 of a tensor's bytes (dtype and shape are part of what is hashed)."""
+    t = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    n = t.numel() * t.element_size()
+    if n:  # a zero-copy view of the tensor's memory: no numpy needed
+        h.update(memoryview((ctypes.c_char * n).from_address(t.data_ptr())))
+    return h.hexdigest()
 
 
 def _is_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors"
+
+
+def _plain(value: Any, where: str, tensors: bool = True) -> Any:
+    """Check that metadata holds only what ``weights_only=True`` (or, with ``tensors=False``,
+    JSON) can read back, as plain builtins (subclasses such as TorchVersion would pickle as
+    their own class, which a safe load refuses)."""
+    if value is None or (tensors and isinstance(value, torch.Tensor)):
+        return value
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v, where, tensors) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, f"{where}.{k}", tensors) for k, v in value.items()}
+    allowed = "str, int, float, bool, None, " + ("tensors, " if tensors else "") + "lists, tuples and dicts"
+    where_to = "and loaded back with weights_only=True" if tensors else "in safetensors metadata (JSON)"
+    raise UnsupportedContentError(f"{where} is a {type(value).__name__}; only {allowed} can be stored {where_to}")
+
+
+def _clean_model_state(model: nn.Module | Mapping[str, Any], path: Path) -> dict[str, Any]:
+    if isinstance(model, Mapping):  # a state dict: cleaned without a model (see clean_state_dict)
+        try:
+            cleaned, _ = clean_state_dict(model)
+        except CheckpointCollisionError as exc:
+            raise CheckpointCollisionError(exc.message, path) from None
+        return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in cleaned.items()}
+    paths = wrapper_paths(model)
+    state: dict[str, Any] = {}
+    for k, v in model.state_dict().items():
+        ck = canonical_fqn(k, paths)
+        if ck in state:
+            raise CheckpointCollisionError(f"model keys clean to the same name {ck!r}", path)
+        state[ck] = v.detach() if isinstance(v, torch.Tensor) else v
+    return state
+
+
+def save_checkpoint(path: str | os.PathLike[str], model: nn.Module | Mapping[str, Any], *,
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any | None = None,
+                    metadata: Mapping[str, Any] | None = None, checksums: bool = True) -> Path:
+    """Write a checkpoint with clean keys, atomically; return its path.
+
+    Keys carry no wrapper segment whatever wraps the model or its submodules, so the file
+    loads into a plain model with plain ``load_state_dict``. With ``checksums`` a SHA-256 of
+    every tensor is stored and :func:`load_checkpoint` verifies it. ``model`` may also be a
+    state dict, cleaned as :func:`clean_state_dict` does without a model. ``.safetensors`` paths
+    hold weights, JSON-able metadata and JSON-able non-tensor state; tied tensors are stored
+    once and re-tied on load; an optimizer or scheduler there is refused.
+    """
+    path = Path(path)
+    state = _clean_model_state(model, path)
+    meta = {"torch_version": str(torch.__version__),
+            **({} if isinstance(model, Mapping) else {"model_class": type(unwrap_model(model)).__name__}),
+            **_plain(dict(metadata or {}), "metadata", tensors=not _is_safetensors(path))}
+    sums = {k: tensor_checksum(v) for k, v in state.items() if isinstance(v, torch.Tensor)} if checksums else {}
+    if _is_safetensors(path):
+        if optimizer is not None or scheduler is not None:
+            raise UnsupportedContentError("safetensors holds weights only; save the optimizer and scheduler "
+                                          "to a .pt file", path)
+        _save_safetensors(path, state, meta, sums)
+    else:
+        payload: dict[str, Any] = {"format": FORMAT, "model_state_dict": state, "metadata": meta}
+        if sums:
+            payload["checksums"] = sums
+        if optimizer is not None:
+            payload["optimizer_state_dict"] = optimizer.state_dict()
+        if scheduler is not None:
+            payload["scheduler_state_dict"] = scheduler.state_dict()
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    log.info("compile_ckpt: saved %d tensors to %s with clean keys", len(state), path)
+    return path
+
+
+def _save_safetensors(path: Path, state: Mapping[str, Any], meta: dict[str, Any],
+                      sums: dict[str, str]) -> None:
+    """Tied tensors once (the others become aliases), non-tensor state as JSON, or refuse."""
+    try:
+        from safetensors.torch import save_file
+    except ImportError as exc:
+        raise UnsupportedContentError("writing .safetensors needs the safetensors package "
+                                      "(pip install 'compile-ckpt[safetensors]')", path) from exc
+    tensors, aliases, extra = {}, {}, {}
+    seen: dict[tuple[Any, ...], str] = {}
+    storages: dict[int, str] = {}
+    for k, v in state.items():
+        if not isinstance(v, torch.Tensor):
+            extra[k] = _plain(v, f"non-tensor state {k!r}", tensors=False)
+            continue
+        view = (v.device, v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()),
+                v.dtype)
+        if view in seen:
+            aliases[k] = seen[view]
+            continue
+        ptr = v.untyped_storage().data_ptr()
+        if v.numel() and ptr in storages:
+            raise UnsupportedContentError(f"{k!r} shares memory with {storages[ptr]!r} but is a different view "
+                                          "of it; safetensors cannot store views. Save to a .pt file", path)
+        seen[view], storages[ptr] = k, k
+        tensors[k] = v.contiguous()
+    header = {"format": FORMAT, "compile_ckpt_version": "2", "compile_ckpt": json.dumps(
+        {"metadata": meta, "aliases": aliases, "extra_state": extra, "checksums": sums})}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+# ------------------------------------------------------------------------ reading
+def _check_map_location(map_location: Any, path: Path) -> None:
+    if not isinstance(map_location, (str, torch.device)):
+        return
+    try:
+        dev = torch.device(map_location)
+    except (RuntimeError, ValueError) as exc:
+        raise CheckpointDeviceError(f"map_location={str(map_location)!r} is not a device ({exc})", path) from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointDeviceError(f"map_location={str(map_location)!r}, but this machine has no CUDA GPU "
+                                    "(the file was not read; use map_location='cpu')", path)
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise CheckpointDeviceError(f"map_location={str(map_location)!r}, but this machine has "
+                                    f"{torch.cuda.device_count()} GPU(s)", path)
 
 
 def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu",
@@ -470,7 +728,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu",
     """Load a checkpoint file safely (``weights_only=True``), with errors that name the path.
 
     Raises a :class:`CheckpointError` subclass for a missing path, a directory, an empty,
-    truncated or random file, and a file that needs globals the safe loader refuses.
+    truncated or random file, a file that needs globals the safe loader refuses, and a
+    ``map_location`` this machine cannot honour.
     """
     path = Path(path)
     if not path.exists():
@@ -480,8 +739,8 @@ def read_checkpoint(path: str | os.PathLike[str], *, map_location: Any = "cpu",
                 "torch.distributed.checkpoint.format_utils.dcp_to_torch_save)"
                 if (path / ".metadata").exists() else "")
         raise CheckpointNotFoundError(f"is a directory, not a checkpoint file{hint}", path)
-    size = path.stat().st_size
-    if size == 0:
+    _check_map_location(map_location, path)
+    if path.stat().st_size == 0:
         raise CorruptCheckpointError("file is empty (0 bytes)", path)
     if _is_safetensors(path):
         return _read_safetensors(path, map_location)
@@ -514,6 +773,9 @@ def _translate_load_error(exc: Exception, path: Path) -> CheckpointError:
             "Nothing was executed. If you trust where this file came from, allow exactly "
             "those with `with torch.serialization.safe_globals([...]):` around the load "
             "(or torch.serialization.add_safe_globals)", path, names)
+    if "CUDA device" in text or "torch.cuda.is_available() is False" in text:
+        return CheckpointDeviceError("holds CUDA tensors and this machine has no CUDA GPU; load it with "
+                                     "map_location='cpu'", path)
     if isinstance(exc, (EOFError, RuntimeError, OSError)) or "zip" in text.lower():
         return CorruptCheckpointError(
             f"truncated or corrupt torch.save archive ({type(exc).__name__}: "
@@ -525,119 +787,274 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Any]:
     try:
         from safetensors import safe_open
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise CheckpointError("reading .safetensors needs the safetensors package", path) from exc
+        raise CheckpointFormatError("reading .safetensors needs the safetensors package "
+                                    "(pip install 'compile-ckpt[safetensors]')", path) from exc
     device = str(map_location) if isinstance(map_location, (str, torch.device)) else "cpu"
     try:
         with safe_open(str(path), framework="pt", device=device) as fh:
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
             meta = fh.metadata() or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        ours = json.loads(meta["compile_ckpt"]) if "compile_ckpt" in meta else None
+    except Exception as exc:  # noqa: BLE001 - safetensors and json raise their own error types
         raise CorruptCheckpointError(
-            f"not a readable safetensors file ({type(exc).__name__}: {str(exc)[:160]})", path
-        ) from exc
-    metadata = json.loads(meta["compile_ckpt"]) if "compile_ckpt" in meta else dict(meta)
-    return {"format": FORMAT, "model_state_dict": tensors, "metadata": metadata}
+            f"not a readable safetensors file ({type(exc).__name__}: {str(exc)[:160]})", path) from exc
+    if ours is None:  # written by another tool: its header entries are the metadata
+        return {"model_state_dict": tensors, "metadata": dict(meta)}
+    if meta.get("compile_ckpt_version") != "2":  # version 1 stored the metadata alone
+        return {"format": FORMAT, "model_state_dict": tensors, "metadata": ours}
+    if not isinstance(ours, dict) or not {"metadata", "aliases", "extra_state"} <= set(ours):
+        raise CorruptCheckpointError("its compile_ckpt header entry is malformed", path)
+    state: dict[str, Any] = dict(tensors)
+    for alias, original in ours["aliases"].items():
+        if original not in tensors:
+            raise CorruptCheckpointError(f"tied tensor {alias!r} points to {original!r}, which is not in the "
+                                         "file", path)
+        state[alias] = tensors[original]
+    state.update(ours["extra_state"])
+    out = {"format": FORMAT, "model_state_dict": state, "metadata": ours["metadata"]}
+    if ours.get("checksums"):
+        out["checksums"] = ours["checksums"]
+    return out
 
 
-def extract_model_state_dict(obj: Any, origin: str | None = None) -> tuple[dict[str, Any], str]:
-    """Find the model's state dict in a loaded checkpoint; return it and where it was
-    (the container key, or ``BARE``).
+def _looks_like_state_dict(d: Any) -> bool:
+    return (isinstance(d, Mapping) and bool(d) and all(isinstance(k, str) for k in d)
+            and any(isinstance(v, torch.Tensor) for v in d.values()))
 
-    Accepts a bare state dict, or a dict holding one under ``model_state_dict``,
-    ``state_dict`` or ``model``.
+
+#: Containers that hold tensors but never a model's state dict (optimizer state, RNG state...).
+_NOT_MODEL_STATE = frozenset({"metadata", "checksums", "state", "param_groups", "rng", "rng_state", "optim",
+                              *_OPTIMIZER_KEYS, *_SCHEDULER_KEYS})
+
+
+def _state_dict_paths(obj: Any, where: tuple[str, ...] = ()) -> dict[tuple[str, ...], dict[str, Any]]:
+    """State dicts in a loaded checkpoint: the object itself, or under one or two levels of
+    container keys (not inside optimizer, scheduler, RNG or metadata entries)."""
+    if _looks_like_state_dict(obj):
+        return {where: dict(obj)}
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    if isinstance(obj, Mapping) and len(where) < 2:
+        for k, v in obj.items():
+            if isinstance(k, str) and isinstance(v, Mapping) and k not in _NOT_MODEL_STATE:
+                found.update(_state_dict_paths(v, (*where, k)))
+    return found
+
+
+def find_state_dicts(obj: Any) -> dict[str, dict[str, Any]]:
+    """Every state dict in a loaded checkpoint, by where it is: ``BARE`` for a file that is
+    one, else its container key (nested ones dotted: ``"models.teacher"``), in file order."""
+    return {".".join(where) or BARE: sd for where, sd in _state_dict_paths(obj).items()}
+
+
+def extract_model_state_dict(obj: Any, origin: str | None = None, key: str | None = None
+                             ) -> tuple[dict[str, Any], str]:
+    """The state dict to load from a loaded checkpoint, and its container name.
+
+    ``key`` names one (see :func:`find_state_dicts`); without it: ``model_state_dict``,
+    ``state_dict`` or ``model``, else a bare state dict, else the only one there is. A file
+    with several candidates and none of those names asks for ``key``.
     """
     if not isinstance(obj, Mapping):
         raise CheckpointFormatError(
             f"holds a {type(obj).__name__}, not a dict; expected a state dict or a dict "
             f"with one of {list(_MODEL_KEYS)}", origin)
-    for key in _MODEL_KEYS:
-        inner = obj.get(key)
-        if isinstance(inner, Mapping) and inner and _looks_like_state_dict(inner):
-            return dict(inner), key
-    if obj and _looks_like_state_dict(obj):
-        return dict(obj), BARE
+    found = find_state_dicts(obj)
+    if key is not None:
+        if key not in found:
+            raise CheckpointFormatError(f"has no state dict called {key!r}; it has {list(found) or 'none'}", origin)
+        return found[key], key
+    for name in (*_MODEL_KEYS, BARE):
+        if name in found:
+            return found[name], name
+    if len(found) == 1:
+        (name, only), = found.items()
+        return only, name
+    if found:
+        raise CheckpointFormatError(f"holds several state dicts ({', '.join(found)}); choose one with key=",
+                                    origin)
     top = ", ".join(repr(k) for k in list(obj)[:8]) or "nothing"
     raise CheckpointFormatError(
         f"no model state dict found; top-level keys are {top}. Expected a state dict or a "
         f"dict with one of {list(_MODEL_KEYS)}", origin)
 
 
-def _looks_like_state_dict(d: Mapping[str, Any]) -> bool:
-    return all(isinstance(k, str) for k in d) and any(isinstance(v, torch.Tensor) for v in d.values())
-
-
-def _first(obj: Mapping[str, Any], keys: Iterable[str]) -> Any:
+def _first(obj: Mapping[str, Any], keys: Iterable[str]) -> tuple[str, Any]:
     for k in keys:
         if k in obj and obj[k] is not None:
-            return obj[k]
-    return None
+            value = obj[k]
+            if isinstance(value, list) and len(value) == 1:  # Lightning keeps lists of states
+                value = value[0]
+            return k, value
+    return "", None
 
 
 # ------------------------------------------------------------------------ loading
+def _read_source(source: str | os.PathLike[str] | Mapping[str, Any], map_location: Any,
+                 mmap: bool) -> tuple[str | None, Any]:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source), read_checkpoint(source, map_location=map_location, mmap=mmap)
+    return None, source  # an already loaded object; checked by the caller
+
+
+def _take_prefix(state: dict[str, Any], prefix: str, origin: str | None) -> tuple[dict[str, Any], list[str]]:
+    """Keys under ``prefix`` with it removed, and the keys that were not under it."""
+    taken = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not taken:
+        heads = sorted({k.split(".", 1)[0] + "." for k in state})[:6]
+        raise CheckpointMismatchError(f"no key starts with prefix={prefix!r} (keys start with {heads})", origin)
+    return taken, [k for k in state if not k.startswith(prefix)]
+
+
+def _verify_checksums(state: Mapping[str, Any], sums: Any, origin: str | None, prefix: str = "") -> bool:
+    """Check every tensor that has a stored SHA-256; say whether any was checked."""
+    if not isinstance(sums, Mapping) or not sums:
+        return False
+    bad = [k for k, v in state.items()
+           if isinstance(v, torch.Tensor) and prefix + k in sums and tensor_checksum(v) != sums[prefix + k]]
+    if bad:
+        raise ChecksumMismatchError(f"{len(bad)} tensor(s) differ from the SHA-256 stored when the file was "
+                                    f"saved ({', '.join(bad[:5])}): the file was corrupted after saving; "
+                                    "nothing was loaded", origin)
+    return True
+
+
 def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: nn.Module, *,
-                    optimizer: torch.optim.Optimizer | None = None,
-                    scheduler: Any | None = None, strict: bool = True,
-                    map_location: Any = "cpu", mmap: bool = False,
-                    assign: bool = False) -> LoadReport:
-    """Load ``source`` into ``model``, renaming only the keys that must be renamed.
+                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any | None = None,
+                    strict: bool = True, key: str | None = None, prefix: str | None = None,
+                    map_location: Any = "cpu", mmap: bool = False, assign: bool = False,
+                    verify: bool = True) -> LoadReport:
+    """Load ``source`` into ``model`` (and ``optimizer``/``scheduler``), renaming only the keys
+    that must be renamed; all or nothing.
 
     ``model`` may be plain, compiled, compiled in place, DDP-wrapped or hold compiled or
     checkpoint-wrapped submodules; ``source`` may come from any of those. Keys that already
-    match the model are never renamed. With ``strict=True`` a mismatch raises
-    :class:`CheckpointMismatchError` *before* anything is copied into the model.
+    match the model are never renamed. ``key`` picks one state dict of a file that holds
+    several (``"ema"``); ``prefix`` takes only the keys under a trainer's own prefix
+    (Lightning's ``"model."``, ``AveragedModel``'s ``"module."``) and strips it.
+    Everything is checked first (keys, shapes, non-tensor values, stored checksums when
+    ``verify``, optimizer and scheduler state); with ``strict=True`` a problem raises a
+    :class:`CheckpointError` and model, optimizer and scheduler are left exactly as they were.
     The caller's checkpoint object is never mutated.
     """
-    if isinstance(source, (str, os.PathLike)):
-        origin: str | None = str(source)
-        obj = read_checkpoint(source, map_location=map_location, mmap=mmap)
-    else:
-        origin, obj = None, source  # an already loaded object; checked below
-    state, container = extract_model_state_dict(obj, origin)
-    target_sd = model.state_dict(keep_vars=True)
-    mapping, renames = _match_keys(state.keys(), target_sd.keys(), wrapper_paths(model), origin)
-
-    renamed = {mapping[k]: v for k, v in state.items() if k in mapping}
-    unexpected = [k for k in state if k not in mapping]
-    missing = [k for k in target_sd if k not in renamed]
-    shapes = []
-    for k, v in renamed.items():
-        want = target_sd[k]
-        if isinstance(v, torch.Tensor) and isinstance(want, torch.Tensor) and v.shape != want.shape:
-            shapes.append((k, tuple(v.shape), tuple(want.shape)))
-    report = LoadReport(
-        source=origin or "<object>", target=type(unwrap_model(model)).__name__,
-        total=len(state), loaded=len(renamed) - len(shapes), renames=renames,
-        missing=missing, unexpected=unexpected, shape_mismatches=shapes,
-        metadata=dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), Mapping) else {},
-        container=container,
-    )
-    if strict and not report.ok:
-        raise CheckpointMismatchError(_mismatch_message(report), origin)
-    for k, *_ in shapes:
-        del renamed[k]
-    model.load_state_dict(renamed, strict=False, assign=assign)
+    origin, obj = _read_source(source, map_location, mmap)
+    state, container = extract_model_state_dict(obj, origin, key)
+    skipped: list[str] = []
+    if prefix:
+        state, skipped = _take_prefix(state, prefix, origin)
+    checked = verify and _verify_checksums(state, obj.get("checksums") if container in (*_MODEL_KEYS, BARE) else None,
+                                           origin, "" if not prefix else prefix)
+    report = _plan(state, model, origin, strict)
+    report.container, report.skipped, report.checksums_verified = container, skipped, checked
+    report.other_state_dicts = [n for n in find_state_dicts(obj) if n != container]
+    report.metadata = dict(obj["metadata"]) if isinstance(obj.get("metadata"), Mapping) else {}
+    opt_state = _extra_state(obj, _OPTIMIZER_KEYS, optimizer, "optimizer", strict, origin)
+    sched_state = _extra_state(obj, _SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
+    if opt_state is not None:
+        _check_optimizer_state(opt_state, optimizer, origin)  # type: ignore[arg-type]
+    # Everything that can be checked was: only now is anything copied.
+    model.load_state_dict(report._tensors, strict=False, assign=assign)
     if assign:
         _check_no_meta(model, origin)
-
-    report.optimizer_loaded = _load_extra(obj, _OPTIMIZER_KEYS, optimizer, "optimizer", strict, origin)
-    report.scheduler_loaded = _load_extra(obj, _SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
+    if opt_state is not None:
+        optimizer.load_state_dict(opt_state)  # type: ignore[union-attr]
+        report.optimizer_loaded = True
+    if sched_state is not None:
+        scheduler.load_state_dict(sched_state)
+        report.scheduler_loaded = True
     log.info("%s", report)
     return report
 
 
-def _load_extra(obj: Mapping[str, Any], keys: tuple[str, ...], target: Any, what: str, strict: bool,
-                origin: str | None) -> bool:
-    """Load the optimizer or scheduler state into ``target``; say whether it was there."""
+def _plan(state: dict[str, Any], model: nn.Module, origin: str | None, strict: bool) -> LoadReport:
+    """Match the file's keys to the model's and check every value; copies nothing."""
+    target_sd = model.state_dict(keep_vars=True)
+    mapping, renames = _match_keys(state.keys(), target_sd.keys(), wrapper_paths(model), origin)
+    renamed = {mapping[k]: v for k, v in state.items() if k in mapping}
+    shapes, non_tensors, casts = [], [], []
+    for k, v in renamed.items():
+        want = target_sd[k]
+        if k.rsplit(".", 1)[-1] == _EXTRA_STATE or not isinstance(want, torch.Tensor):
+            continue
+        if not isinstance(v, torch.Tensor):
+            non_tensors.append(k)
+        elif v.shape != want.shape:
+            shapes.append((k, tuple(v.shape), tuple(want.shape)))
+        elif v.dtype != want.dtype:
+            casts.append((k, str(v.dtype).replace("torch.", ""), str(want.dtype).replace("torch.", "")))
+    missing, tied = _missing_unless_tied(target_sd, renamed)
+    report = LoadReport(
+        source=origin or "a state dict in memory", target=type(unwrap_model(model)).__name__, total=len(state),
+        loaded=len(renamed) - len(shapes) - len(non_tensors), renames=renames, missing=missing,
+        unexpected=[k for k in state if k not in mapping], shape_mismatches=shapes, non_tensors=non_tensors,
+        dtype_casts=casts, tied=tied)
+    if strict and not report.ok:
+        raise CheckpointMismatchError(_mismatch_message(report), origin)
+    report._tensors = {k: v for k, v in renamed.items()
+                       if k not in non_tensors and k not in {s[0] for s in shapes}}
+    return report
+
+
+def _missing_unless_tied(target_sd: Mapping[str, Any], renamed: Mapping[str, Any]
+                         ) -> tuple[list[str], dict[str, str]]:
+    """Target keys the file does not fill, except those tied to one it fills (the same
+    parameter under two names, like a head tied to its embedding, which safetensors and
+    ``save_pretrained`` store once): those are filled through the tie."""
+    owner: dict[int, str] = {}
+    for k in renamed:
+        if isinstance(target_sd.get(k), torch.Tensor):
+            owner.setdefault(id(target_sd[k]), k)
+    missing, tied = [], {}
+    for k, t in target_sd.items():
+        if k in renamed:
+            continue
+        if isinstance(t, torch.Tensor) and id(t) in owner:
+            tied[k] = owner[id(t)]
+        else:
+            missing.append(k)
+    return missing, tied
+
+
+def _extra_state(obj: Mapping[str, Any], keys: tuple[str, ...], target: Any, what: str, strict: bool,
+                 origin: str | None) -> Mapping[str, Any] | None:
+    """The optimizer or scheduler state to load into ``target`` (None: nothing to load)."""
     if target is None:
-        return False
-    state = _first(obj, keys)
+        return None
+    where, state = _first(obj, keys)
     if state is None:
         if strict:
-            raise CheckpointFormatError(f"a{'n' if what[0] in 'aeiou' else ''} {what} was passed but the "
-                                        f"checkpoint holds no {what} state (looked for {list(keys)})", origin)
-        return False
-    target.load_state_dict(state)
-    return True
+            article = "an" if what[0] in "aeiou" else "a"
+            raise CheckpointFormatError(f"{article} {what} was passed but the checkpoint holds no {what} state "
+                                        f"(looked for {list(keys)}); nothing was loaded", origin)
+        return None
+    if not isinstance(state, Mapping):
+        raise CheckpointFormatError(f"its {where!r} is a {type(state).__name__}, not a {what} state dict; "
+                                    "nothing was loaded", origin)
+    return state
+
+
+def _check_optimizer_state(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer, origin: str | None) -> None:
+    """What ``optimizer.load_state_dict`` would refuse, plus per-parameter state whose shape
+    does not fit the parameter it will be attached to; raises before anything is copied."""
+    groups, mine = saved.get("param_groups"), optimizer.param_groups
+    if not isinstance(groups, list) or not isinstance(saved.get("state"), Mapping):
+        raise CheckpointMismatchError("its optimizer state has no 'param_groups' list and 'state' dict; "
+                                      "nothing was loaded", origin)
+    sizes, my_sizes = [len(g.get("params", [])) for g in groups], [len(g["params"]) for g in mine]
+    if sizes != my_sizes:
+        raise CheckpointMismatchError(f"its optimizer state has parameter groups of sizes {sizes}; the optimizer's "
+                                      f"are {my_sizes} (another model or optimizer set-up); nothing was loaded", origin)
+    params = {pid: p for g, mg in zip(groups, mine, strict=True) for pid, p in zip(g["params"], mg["params"],
+                                                                                    strict=True)}
+    for pid, per_param in saved["state"].items():
+        p = params.get(pid)
+        if p is None or not isinstance(per_param, Mapping):
+            raise CheckpointMismatchError(f"its optimizer state refers to parameter {pid!r}, which no group "
+                                          "lists; nothing was loaded", origin)
+        for name, value in per_param.items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise CheckpointMismatchError(
+                    f"its optimizer state {name!r} for parameter {pid} has shape {list(value.shape)}, the "
+                    f"parameter has {list(p.shape)}; nothing was loaded", origin)
 
 
 def _check_no_meta(model: nn.Module, origin: str | None) -> None:
@@ -671,12 +1088,14 @@ def _likely_cause(report: LoadReport) -> str:
             stripped = {k.split(".", 1)[1] for k in unexpected if k.startswith(head + ".")}
             canon_missing = {canonical_fqn(m) for m in missing}
             if n == len(unexpected) and stripped & (set(missing) | canon_missing):
-                return (f"a wrapper prefix this library does not know: every unexpected key starts "
-                        f"with '{head}.'. Strip it (e.g. torch.nn.modules.utils."
-                        f"consume_prefix_in_state_dict_if_present(sd, '{head}.')) and load again")
+                return (f"a prefix of another trainer: every unexpected key starts with '{head}.'. "
+                        f"Pass prefix='{head}.' to load_checkpoint (or strip it with torch.nn.modules.utils."
+                        f"consume_prefix_in_state_dict_if_present(sd, '{head}.'))")
         return "another architecture: the checkpoint and the model name different layers"
     if report.shape_mismatches:
         return "another architecture or configuration: same layer names, different sizes"
+    if report.non_tensors:
+        return "values that are not tensors where the model has tensors (a damaged or hand-edited file)"
     if missing and not unexpected:
         return "a partial checkpoint: it lacks some of the model's tensors (pass strict=False to load the rest)"
     return "extra tensors in the checkpoint that the model does not have (pass strict=False to ignore them)"
@@ -685,7 +1104,8 @@ def _likely_cause(report: LoadReport) -> str:
 def _mismatch_message(report: LoadReport) -> str:
     lines = [f"checkpoint does not fit {report.target} "
              f"({len(report.missing)} missing, {len(report.unexpected)} unexpected, "
-             f"{len(report.shape_mismatches)} shape mismatches)"]
+             f"{len(report.shape_mismatches)} shape mismatches, {len(report.non_tensors)} non-tensor values); "
+             "nothing was loaded"]
     if report.renames:
         lines.append(f"  wrapper prefixes were already reconciled: {report}")
     if report.missing:
@@ -698,12 +1118,15 @@ def _mismatch_message(report: LoadReport) -> str:
             lines.append(f"    {k}: {list(a)} -> {list(b)}")
         if len(report.shape_mismatches) > 10:
             lines.append(f"    ... and {len(report.shape_mismatches) - 10} more")
+    if report.non_tensors:
+        lines.append(f"  Not tensors: {', '.join(report.non_tensors[:10])}")
     lines.append(f"  Likely cause: {_likely_cause(report)}")
     return "\n".join(lines)
 
 
 def from_checkpoint(path: str | os.PathLike[str], build: Callable[[], nn.Module], *,
-                    strict: bool = True) -> tuple[nn.Module, LoadReport]:
+                    strict: bool = True, key: str | None = None, prefix: str | None = None
+                    ) -> tuple[nn.Module, LoadReport]:
     """Build a model on the meta device and fill it from a memory-mapped checkpoint.
 
     ``build()`` constructs the model; no memory is spent on random initial weights, and the
@@ -712,64 +1135,5 @@ def from_checkpoint(path: str | os.PathLike[str], build: Callable[[], nn.Module]
     """
     with torch.device("meta"):
         model = build()
-    report = load_checkpoint(path, model, strict=strict, mmap=True, assign=True)
+    report = load_checkpoint(path, model, strict=strict, key=key, prefix=prefix, mmap=True, assign=True)
     return model, report
-
-
-# ------------------------------------------------------------------------- saving
-def _plain(value: Any, where: str) -> Any:
-    """Check that metadata holds only what ``weights_only=True`` can read back."""
-    # Subclasses (TorchVersion, numpy.float64, ...) pickle as their own class, which a safe
-    # load refuses: store the plain builtin.
-    if value is None or isinstance(value, torch.Tensor):
-        return value
-    for kind in (bool, int, float, str):
-        if isinstance(value, kind):
-            return kind(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v, where) for v in value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
-    raise TypeError(f"metadata {where} is a {type(value).__name__}; only str, int, float, bool, "
-                    "None, tensors, lists, tuples and dicts load back with weights_only=True")
-
-
-def save_checkpoint(path: str | os.PathLike[str], model: nn.Module, *,
-                    optimizer: torch.optim.Optimizer | None = None, scheduler: Any | None = None,
-                    metadata: Mapping[str, Any] | None = None) -> Path:
-    """Write a checkpoint with clean keys, atomically; return its path.
-
-    Keys carry no wrapper segment whatever wraps the model or its submodules, so the file
-    loads into a plain model with plain ``load_state_dict``. ``.safetensors`` paths get
-    weights and metadata only.
-    """
-    path = Path(path)
-    paths = wrapper_paths(model)
-    raw = model.state_dict()
-    state: dict[str, Any] = {}
-    for k, v in raw.items():
-        ck = canonical_fqn(k, paths)
-        if ck in state:
-            raise CheckpointCollisionError(f"model keys clean to the same name {ck!r}", path)
-        state[ck] = v.detach() if isinstance(v, torch.Tensor) else v
-    meta = {"torch_version": str(torch.__version__), "model_class": type(unwrap_model(model)).__name__,
-            **_plain(dict(metadata or {}), "metadata")}
-
-    if _is_safetensors(path):
-        if optimizer is not None or scheduler is not None:
-            raise ValueError(f"{path}: safetensors holds weights only; save the optimizer and "
-                             "scheduler to a .pt file")
-        from safetensors.torch import save_file
-
-        tensors = {k: v.contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
-        header = {"format": FORMAT, "compile_ckpt": json.dumps(meta, default=str)}
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
-    else:
-        payload: dict[str, Any] = {"format": FORMAT, "model_state_dict": state, "metadata": meta}
-        if optimizer is not None:
-            payload["optimizer_state_dict"] = optimizer.state_dict()
-        if scheduler is not None:
-            payload["scheduler_state_dict"] = scheduler.state_dict()
-        atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    log.info("compile_ckpt: saved %d tensors to %s with clean keys", len(state), path)
-    return path

@@ -1,6 +1,10 @@
-"""``compile-ckpt``: inspect and clean checkpoints, run the benchmark.
+"""``compile-ckpt``: inspect and clean checkpoints (torch only), run the benchmark (workshop extra).
 
-Exit codes: 0 ok, 1 a problem in the checkpoint (or a benchmark cut short by its budget), 2 a usage error.
+Exit codes: 0 ok; 1 a problem with a checkpoint (unreadable, corrupt, unsafe, cannot be
+written) or a benchmark cut short by its budget; 2 a usage error (unknown command or option,
+an output that is a directory or of a format that cannot hold the file, an unusable ``--device``,
+the workshop extra missing for ``bench``). Errors are one line on stderr, never a traceback;
+``--json`` output is strict JSON (RFC 8259) and bounded in size.
 """
 
 from __future__ import annotations
@@ -8,8 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +25,20 @@ from .checkpoint import (
     BARE,
     WRAPPER_SEGMENTS,
     CheckpointError,
+    UnsupportedContentError,
+    _state_dict_paths,
     atomic_write,
     clean_state_dict,
-    extract_model_state_dict,
     read_checkpoint,
+    save_checkpoint,
 )
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+JSON_LIMIT = 64 * 1024  # characters of --json output, at most
+
+
+class UsageError(Exception):
+    """A mistake in the command line (exit 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,127 +47,224 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
-def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Layout, tensor count and bytes, dtypes, wrapper segments and where they occur."""
-    obj = read_checkpoint(path)
-    state, container = extract_model_state_dict(obj, str(path))
+def bounded(value: Any, depth: int = 0) -> Any:
+    """A JSON-safe, size-bounded copy: tensors described, non-finite floats as strings, long
+    strings, lists and dicts cut with a marker."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": list(value.shape), "dtype": str(value.dtype).replace("torch.", "")}
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= 500 else value[:500] + f"... (+{len(value) - 500} chars)"
+    if depth >= 6:
+        return f"<{type(value).__name__}>"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {str(k): bounded(v, depth + 1) for k, v in items[:100]}
+        if len(items) > 100:
+            out["..."] = f"{len(items) - 100} more entries"
+        return out
+    if isinstance(value, (list, tuple, set)):
+        seq = list(value)
+        return [bounded(v, depth + 1) for v in seq[:50]] + ([f"... {len(seq) - 50} more"] if len(seq) > 50 else [])
+    return f"<{type(value).__name__}>"
+
+
+def dumps(obj: Any) -> str:
+    """Strict, bounded JSON for ``--json``."""
+    text = json.dumps(bounded(obj), indent=2, allow_nan=False)
+    if len(text) > JSON_LIMIT and isinstance(obj, dict) and "metadata" in obj:
+        text = json.dumps(bounded({**obj, "metadata": "<omitted: too large for --json>"}), indent=2, allow_nan=False)
+    if len(text) > JSON_LIMIT:
+        text = json.dumps({"truncated": True, "head": text[: JSON_LIMIT // 2]}, allow_nan=False)
+    return text
+
+
+def _describe(state: Mapping[str, Any]) -> dict[str, Any]:
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     segments: dict[str, Counter[int]] = {}
     for k in state:
         for depth, part in enumerate(k.split(".")[:-1]):
             if part in WRAPPER_SEGMENTS:
                 segments.setdefault(part, Counter())[depth] += 1
-    top = list(obj.keys()) if isinstance(obj, dict) else []
-    return {
-        "path": str(path),
-        "container": container,
-        "top_level_keys": [str(k) for k in top],
-        "tensors": len(tensors),
-        "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
-        "dtypes": dict(Counter(str(t.dtype).replace("torch.", "") for t in tensors.values())),
-        "wrapper_segments": {seg: {"keys": sum(c.values()), "at_depths": sorted(c)}
-                             for seg, c in segments.items()},
-        "optimizer_state": any(k in top for k in ("optimizer_state_dict", "optimizer")),
-        "scheduler_state": any(k in top for k in ("scheduler_state_dict", "lr_scheduler", "scheduler")),
-        "metadata": obj.get("metadata", {}) if isinstance(obj, dict) else {},
-        "first_keys": list(state)[:5],
-    }
+    return {"tensors": len(tensors), "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
+            "dtypes": dict(Counter(str(t.dtype).replace("torch.", "") for t in tensors.values())),
+            "wrapper_segments": {seg: {"keys": sum(c.values()), "at_depths": sorted(c)} for seg, c in segments.items()},
+            "first_keys": list(state)[:5]}
+
+
+def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Every state dict in the file (layout, tensors, bytes, dtypes, wrapper segments and where
+    they occur), what else it holds, its metadata and whether tensors carry checksums."""
+    obj = read_checkpoint(path)
+    found = {".".join(w) or BARE: sd for w, sd in _state_dict_paths(obj).items()}
+    if not found:
+        raise CheckpointError("holds no state dict (no dict of named tensors at any level)", path)
+    top = [str(k) for k in obj] if isinstance(obj, dict) and BARE not in found else []
+    return {"path": str(path), "state_dicts": {name: _describe(sd) for name, sd in found.items()},
+            "top_level_keys": top,
+            "optimizer_state": any(k in top for k in ("optimizer_state_dict", "optimizer", "optimizer_states")),
+            "scheduler_state": any(k in top for k in ("scheduler_state_dict", "lr_scheduler", "scheduler",
+                                                       "lr_schedulers")),
+            "checksums": bool(isinstance(obj, dict) and obj.get("checksums")),
+            "metadata": obj.get("metadata", {}) if isinstance(obj, dict) and BARE not in found else {}}
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     info = inspect_checkpoint(args.path)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(dumps(info))
         return EXIT_OK
-    print(f"{info['path']}: {info['container']}, {info['tensors']} tensors, "
-          f"{info['bytes'] / 2**20:.2f} MiB, dtypes {info['dtypes']}")
-    if info["wrapper_segments"]:
-        for seg, where in info["wrapper_segments"].items():
-            print(f"  wrapper segment '{seg}.' in {where['keys']} keys (depths {where['at_depths']})")
-    else:
-        print("  no wrapper segments: keys are clean")
-    print(f"  optimizer state: {'yes' if info['optimizer_state'] else 'no'}; "
-          f"scheduler state: {'yes' if info['scheduler_state'] else 'no'}")
-    print(f"  first keys: {info['first_keys']}")
+    print(f"{info['path']}: {len(info['state_dicts'])} state dict(s)"
+          + (f"; top-level keys {info['top_level_keys']}" if info["top_level_keys"] else ""))
+    for name, d in info["state_dicts"].items():
+        print(f"  [{name}] {d['tensors']} tensors, {d['bytes'] / 2**20:.2f} MiB, dtypes {d['dtypes']}")
+        for seg, where in d["wrapper_segments"].items():
+            print(f"    wrapper segment '{seg}.' in {where['keys']} keys (depths {where['at_depths']})")
+        if not d["wrapper_segments"]:
+            print("    no wrapper segments: keys are clean")
+        print(f"    first keys: {d['first_keys']}")
+    print(f"  optimizer state: {'yes' if info['optimizer_state'] else 'no'}; scheduler state: "
+          f"{'yes' if info['scheduler_state'] else 'no'}; checksums: {'yes' if info['checksums'] else 'no'}")
     return EXIT_OK
 
 
+def _set(obj: Any, where: tuple[str, ...], value: Any) -> Any:
+    """A copy of ``obj`` with the entry at ``where`` replaced (the input is not mutated)."""
+    if not where:
+        return value
+    return {**obj, where[0]: _set(obj[where[0]], where[1:], value)}
+
+
+def _clean_all(obj: Any) -> tuple[Any, dict[str, Any]]:
+    """Clean every state dict in ``obj``; return the new object and the report of each."""
+    reports: dict[str, Any] = {}
+    for where, sd in _state_dict_paths(obj).items():
+        cleaned, report = clean_state_dict(sd)
+        name = ".".join(where) or BARE
+        reports[name] = report
+        obj = _set(obj, where, cleaned)
+        sums = obj.get("checksums") if isinstance(obj, dict) else None
+        if where == ("model_state_dict",) and isinstance(sums, Mapping):  # keep checksums keyed like the tensors
+            renamed = {r.source: r.target for r in report.renames}
+            obj = {**obj, "checksums": {renamed.get(k, k): v for k, v in sums.items()}}
+    return obj, reports
+
+
+def _write_clean(args: argparse.Namespace, obj: Any, cleaned: Any) -> None:
+    out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"OUT {out} is a directory; give a file path")
+    if out.suffix != ".safetensors":
+        atomic_write(out, lambda tmp: torch.save(cleaned, tmp))
+        return
+    found = {".".join(w) or BARE: sd for w, sd in _state_dict_paths(cleaned).items()}
+    name = args.key or (next(iter(found)) if len(found) == 1 else None)
+    if name is None or name not in found:
+        raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has {list(found)}: "
+                         "choose one with --key, or write a .pt file")
+    left = [k for k in (cleaned if isinstance(cleaned, dict) and name != BARE else {})
+            if k not in (name.split(".")[0], "metadata", "format", "checksums")]
+    if left and not args.key:
+        raise UsageError(f"{out.name}: a .safetensors file cannot hold {left} from {args.path}; pass --key "
+                         f"{name} to write the weights alone, or write a .pt file")
+    meta = cleaned.get("metadata") if isinstance(cleaned, dict) and isinstance(cleaned.get("metadata"), dict) else {}
+    try:
+        save_checkpoint(out, found[name], metadata=meta)
+    except UnsupportedContentError as exc:
+        raise UsageError(f"{out.name}: {exc.message}") from None
+    if left:
+        print(f"left out of {out.name}: {left}", file=sys.stderr)
+
+
 def _cmd_clean(args: argparse.Namespace) -> int:
+    if not args.dry_run and args.out is None:
+        raise UsageError("OUT is required unless --dry-run")
     obj = read_checkpoint(args.path)
-    state, container = extract_model_state_dict(obj, str(args.path))
-    cleaned, report = clean_state_dict(state)
-    renames = [{"from": r.source, "to": r.target} for r in report.renames]
+    if not _state_dict_paths(obj):
+        raise CheckpointError("holds no state dict to clean", args.path)
+    cleaned, reports = _clean_all(obj)
+    renames = {name: [{"from": r.source, "to": r.target} for r in rep.renames] for name, rep in reports.items()}
+    if not args.dry_run:
+        _write_clean(args, obj, cleaned)
     if args.json:
-        print(json.dumps({"renames": renames, "summary": str(report), "dry_run": args.dry_run,
-                          "out": None if args.dry_run else str(args.out)}, indent=2))
-    else:
-        for r in renames:
-            print(f"{r['from']} -> {r['to']}")
-        print(report)
-    if args.dry_run:
+        print(dumps({"renames": renames, "summary": {n: str(r) for n, r in reports.items()},
+                     "dry_run": args.dry_run, "out": None if args.dry_run else str(args.out)}))
         return EXIT_OK
-    if args.out is None:
-        raise SystemExit("clean: OUT is required unless --dry-run")
-    payload = cleaned if container == BARE else {**obj, container: cleaned}
-    atomic_write(args.out, lambda tmp: torch.save(payload, tmp))
-    if not args.json:
+    for name, rows in renames.items():
+        print(f"[{name}] " + (f"{len(rows)} keys renamed" if rows else "already clean"))
+        for r in rows:
+            print(f"  {r['from']} -> {r['to']}")
+    if not args.dry_run:
         print(f"wrote {args.out}")
     return EXIT_OK
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
-
-    if args.cold_warm:
-        table, env, _ = bench.run_cold_warm(args.profile, args.out, device=args.device, budget_s=args.budget_s)
-    else:
-        table, env, steps = bench.run_profile(args.profile, device=args.device)
-        bench.write_results(args.out, table, env, steps)
-    if not table.empty:
-        print(bench.summarize(table).to_string(index=False))
-    for why in env.get("incomplete", []):
-        print(f"compile-ckpt bench: incomplete: {why}", file=sys.stderr)
-    print(f"tables in {args.out}")
-    return EXIT_PROBLEM if env.get("incomplete") else EXIT_OK
+    try:
+        from .workshop import bench
+        from .workshop.env import resolve_device
+    except ImportError as exc:
+        raise UsageError(f"bench needs the workshop extra ({exc})") from None
+    try:
+        resolve_device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(f"--device {args.device}: {exc}") from None
+    if args.profile not in ("auto", *bench.profiles(args.workload)):
+        known = bench.profiles(args.workload)
+        raise UsageError(f"--profile {args.profile}: the {args.workload} workload has {known}")
+    return bench.cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="compile-ckpt", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("inspect", help="describe a checkpoint")
+    p = sub.add_parser("inspect", help="describe every state dict in a checkpoint")
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_inspect)
-    p = sub.add_parser("clean", help="write a copy with wrapper segments removed, atomically")
+    p = sub.add_parser("clean", help="write a copy with wrapper segments removed from every state dict, atomically")
     p.add_argument("path")
-    p.add_argument("out", nargs="?")
+    p.add_argument("out", nargs="?", help="the format follows its suffix: .safetensors, else torch.save")
     p.add_argument("--dry-run", action="store_true", help="list the renames, write nothing")
+    p.add_argument("--key", help="for a .safetensors OUT: the state dict to write (see inspect)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_clean)
-    from .bench import PROFILES
-
-    p = sub.add_parser("bench", help="eager vs compiled training step")
-    p.add_argument("--profile", default="auto", choices=["auto", *PROFILES])
+    p = sub.add_parser("bench", help="eager vs compiled pretraining steps (needs the workshop extra)")
+    p.add_argument("--workload", default="seed", choices=["seed", "gpt"])
+    p.add_argument("--profile", default="auto", help="auto, or a profile of the workload (cpu-smoke, laptop, gpu, ...)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
-    p.add_argument("--cold-warm", action="store_true", help="two fresh processes: cold, then warm cache")
+    p.add_argument("--cold-warm", action="store_true", help="fresh processes: cold, warm (and for gpt mega-cache, "
+                                                             "regional) compile latency")
     p.add_argument("--budget-s", type=float, default=3600,
-                   help="with --cold-warm: seconds for both runs; what finished is kept (exit 1 if cut short)")
+                   help="with --cold-warm: seconds for all runs; what finished is kept (exit 1 if cut short)")
     p.set_defaults(fn=_cmd_bench)
     return ap
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    if args.command == "clean" and not args.dry_run and args.out is None:
-        print("compile-ckpt clean: error: OUT is required unless --dry-run", file=sys.stderr)
-        return EXIT_USAGE
     try:
         return args.fn(args)
+    except UsageError as exc:
+        print(f"compile-ckpt {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except CheckpointError as exc:
         if getattr(args, "json", False):
-            print(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
-        else:
-            print(f"compile-ckpt: {type(exc).__name__}: {exc}", file=sys.stderr)
+            print(dumps({"error": type(exc).__name__, "message": str(exc)}))
+        print(f"compile-ckpt: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_PROBLEM
+    except OSError as exc:
+        print(f"compile-ckpt: {type(exc).__name__}: {_one_line(str(exc))}", file=sys.stderr)
+        return EXIT_PROBLEM
+    except KeyboardInterrupt:
+        print("compile-ckpt: interrupted", file=sys.stderr)
+        return 130

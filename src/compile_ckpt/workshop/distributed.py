@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import sys
@@ -17,8 +16,6 @@ from typing import Any
 import torch.distributed as dist
 
 from .env import run_process
-
-log = logging.getLogger("compile_ckpt")
 
 
 def free_port() -> int:
@@ -44,27 +41,28 @@ def single_process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def launch(module: str, args: Sequence[str], *, nproc: int = 2, timeout: float = 600,
+def launch(script: str | os.PathLike[str], args: Sequence[str] = (), *, nproc: int = 2, timeout: float = 600,
            out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Run ``python -m torch.distributed.run --nproc-per-node N -m module args`` on a free
-    port, in a session of its own; kill its whole process tree on timeout; return the JSON the job
-    wrote to ``out_json`` (passed to it as ``--out``), plus ``wall_s`` and the log tail."""
-    port = free_port()
+    """Run ``torchrun --nproc-per-node N script args`` on a free localhost port and return the
+    JSON the job wrote to ``out_json`` (passed to it as ``--out``), plus ``wall_s``.
+
+    ``script`` is a ``.py`` file, or a module name (run with ``-m``). The job's whole process
+    tree is killed on timeout, on an error, and on SIGTERM/SIGHUP to the caller (see
+    ``env.run_process``); a failed job raises with the tail of its log.
+    """
+    target = ["-m", str(script)] if not str(script).endswith(".py") else [str(script)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", module, *args]
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()), *target, *args]
     if out_json is not None:
+        Path(out_json).unlink(missing_ok=True)  # never read an older run's result
         cmd += ["--out", str(out_json)]
-    log.info("launching: %s", " ".join(cmd))
     t0 = time.perf_counter()
-    # torchrun starts its workers in sessions of their own: on timeout run_process kills the
-    # whole process *tree*, not just torchrun's process group.
     try:
         code, output = run_process(cmd, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
     except TimeoutError as exc:
-        raise TimeoutError(f"{module}: {exc}") from None
+        raise TimeoutError(f"{script}: {exc}") from None
     if code != 0:
-        raise RuntimeError(f"{module} failed with exit code {code}:\n{output[-4000:]}")
+        raise RuntimeError(f"{script} failed with exit code {code}:\n{output[-4000:]}")
     result: dict[str, Any] = json.loads(Path(out_json).read_text()) if out_json else {}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
-    result["log_tail"] = output[-2000:]
     return result

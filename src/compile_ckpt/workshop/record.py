@@ -1,21 +1,23 @@
 """Named results that a notebook records in its own output, and a reader for them.
 
-``record("final_loss", 0.12)`` displays a small JSON bundle under a custom MIME type
-(plus a readable text line). The executed ``.ipynb`` then carries the value, and
-``read_records(path)`` returns every recorded value by name, last one winning.
+``record("final_loss", 0.12)`` adds an output that carries the value as JSON under a custom
+MIME type and shows nothing to the reader. The executed ``.ipynb`` then holds the value, and
+``read_records(path)`` returns every recorded value by name, last one winning. Outside
+IPython (a notebook run as plain Python, see ``runner.run_cells``) values go to
+:data:`RECORDED` instead.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 MIME = "application/vnd.compile-ckpt.record+json"
-log = logging.getLogger("compile_ckpt")
+#: Values recorded in this process when there is no IPython kernel to display them.
+RECORDED: dict[str, Any] = {}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -36,9 +38,8 @@ def to_jsonable(value: Any) -> Any:
 
 
 def record(name: str, value: Any) -> None:
-    """Store ``value`` under ``name`` in this notebook's output (as JSON).
+    """Store ``value`` under ``name`` in this notebook's output (as JSON), silently.
 
-    Returns nothing, so a ``record(...)`` ending a cell prints no duplicate ``Out[]``.
     Raises ``TypeError`` if the value cannot be written as JSON.
     """
     plain = to_jsonable(value)
@@ -46,16 +47,12 @@ def record(name: str, value: Any) -> None:
     try:
         from IPython import get_ipython
         from IPython.display import display
-    except ImportError:  # pragma: no cover - outside IPython
-        log.info("record %s = %r", name, plain)
-        return None
-    text = json.dumps(plain)
-    short = text if len(text) <= 200 else text[:197] + "..."
-    if get_ipython() is None:
-        log.info("record %s = %s", name, short)
-    else:
-        display({MIME: {"name": name, "value": plain}, "text/plain": f"recorded {name} = {short}"},
-                raw=True)
+    except ImportError:
+        get_ipython = None  # noqa: N806 - plain Python: no kernel
+    if get_ipython is None or get_ipython() is None:
+        RECORDED[name] = plain
+        return
+    display({MIME: {"name": name, "value": plain}, "text/plain": ""}, raw=True)
 
 
 def read_records(notebook: str | Path | Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,208 @@
+"""The machine and its processes: device resolution, versions, where the shipped results and
+solutions are, a peak-memory sampler, and a bounded subprocess runner whose children never
+outlive it."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.metadata
+import importlib.util
+import os
+import platform
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` takes CUDA when present, else CPU; an explicit CUDA device that this
+    machine does not have raises a RuntimeError that says so."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={str(device)!r} was asked for, but this machine has no CUDA GPU "
+                f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). Use device='auto' or 'cpu'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device={str(device)!r}: only {torch.cuda.device_count()} GPU(s)")
+    return dev
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work (a no-op on CPU): call before reading a host clock."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def versions() -> dict[str, str]:
+    """Python, torch (and which build: CPU or CUDA) and the notebook stack's versions."""
+    out = {"python": platform.python_version(), "torch": torch.__version__,
+           "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only",
+           "platform": platform.platform()}
+    for pkg in ("numpy", "pandas", "matplotlib", "tqdm", "ipywidgets", "ipykernel", "jupyterlab", "papermill",
+                "safetensors", "triton"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def shipped(kind: str) -> Path:
+    """Where the committed GPU ``results`` or the exercise ``solutions`` are: the folder named by
+    ``$COMPILE_CKPT_RESULTS`` / ``$COMPILE_CKPT_SOLUTIONS``, else the copy installed with the
+    package (a wheel ships both), else the repository this package is running from."""
+    if kind not in ("results", "solutions"):
+        raise ValueError(f"kind must be 'results' or 'solutions', not {kind!r}")
+    if os.environ.get(f"COMPILE_CKPT_{kind.upper()}"):
+        return Path(os.environ[f"COMPILE_CKPT_{kind.upper()}"])
+    with contextlib.suppress(ModuleNotFoundError):
+        spec = importlib.util.find_spec(f"compile_ckpt.workshop.shipped.{kind}")
+        if spec is not None and spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0])
+    repo = Path(__file__).resolve().parents[3]
+    return repo / ("results" if kind == "results" else "notebooks/solutions")
+
+
+class PeakRSS:
+    """Context manager: the highest resident set size of this process while inside, sampled
+    every millisecond on a thread (``ru_maxrss`` would keep an earlier, larger peak)."""
+
+    def __enter__(self) -> PeakRSS:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.start = self.peak = self.proc.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._done.wait(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        """Bytes the peak rose above the level on entry."""
+        return self.peak - self.start
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, read from /proc (Linux), for when psutil is missing."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (entry / "stat").read_text()
+            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def kill_process_tree(pid: int) -> None:
+    """Kill a process and every descendant, wherever their sessions are (torchrun puts its
+    workers in sessions of their own), then whatever is left in the group ``pid`` leads.
+    Descendants are found with psutil when it is installed, else from /proc."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is None:
+        for p in [*_descendants(pid), pid]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+    else:
+        procs = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(pid)
+            procs = [*root.children(recursive=True), root]
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(procs, timeout=10)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def kill_tree_on_signals(pid: int) -> Iterator[None]:
+    """While inside: SIGTERM or SIGHUP to this process first kill ``pid``'s whole tree, then do
+    what they did before (by default, end this process). Main thread only; elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        kill_process_tree(pid)
+        signal.signal(signum, previous[signum])
+        if callable(previous[signum]):
+            previous[signum](signum, frame)
+        elif previous[signum] == signal.SIG_DFL:
+            os.kill(os.getpid(), signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux only)
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: SIGKILL when the parent dies
+
+
+def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """Run ``cmd`` in a session of its own and return ``(exit code, output)``.
+
+    Output goes to a temporary file, not a pipe (a stray grandchild could hold a pipe open
+    forever). Nothing the command started outlives this call: its whole tree is killed on
+    timeout (then ``TimeoutError`` with the output's tail), on an exception, on SIGTERM or
+    SIGHUP to this process, and on return; if this process is killed outright, the command
+    gets SIGKILL from the kernel.
+    """
+    with tempfile.TemporaryFile("w+") as logfile:
+        proc = subprocess.Popen(list(cmd), stdout=logfile, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env=dict(env) if env is not None else None,
+                                preexec_fn=_die_with_parent if platform.system() == "Linux" else None)
+        try:
+            with kill_tree_on_signals(proc.pid):
+                proc.wait(timeout=max(timeout, 0.0))
+        except subprocess.TimeoutExpired:
+            kill_process_tree(proc.pid)
+            logfile.seek(0)
+            raise TimeoutError(f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f}s; all its processes "
+                               f"were killed.\n{logfile.read()[-3000:]}") from None
+        finally:
+            kill_process_tree(proc.pid)
+        logfile.seek(0)
+        return proc.returncode, logfile.read()

@@ -1,0 +1,91 @@
+"""The checkpoint key explorer (ipywidgets), used by notebooks 01 and 02.
+
+It is drawn through an IPython display handle: in JupyterLab the dropdowns update it live;
+under papermill (no front end) the initial view is ordinary HTML output, so notebooks execute
+unchanged and nothing waits for a click.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
+from ..checkpoint import WRAPPER_SEGMENTS, CheckpointError, load_checkpoint
+from .distributed import single_process_group
+from .model import TINY_CONFIG, WRAPPINGS, build_model, wrap
+
+LOADERS = ("plain load_state_dict", "strip leading '_orig_mod.' (the seed's fix)", "load_checkpoint")
+_GROUP: Any = None
+
+
+def _wrapped(kind: str, seed: int) -> Any:
+    global _GROUP
+    if "DDP" in kind and _GROUP is None:  # DDP needs a process group: one of size 1 for the session
+        _GROUP = single_process_group()
+        _GROUP.__enter__()
+    return wrap(build_model(TINY_CONFIG, seed=seed), kind)
+
+
+def _outcome(fn: Any) -> str:
+    try:
+        fn()
+        return "loads"
+    except (RuntimeError, CheckpointError) as exc:
+        return f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+
+
+def explore(save_as: str, load_into: str) -> dict[str, Any]:
+    """Save from one wrapping, load into another: both key lists and what each loader does."""
+    sd = _wrapped(save_as, 0).state_dict()
+
+    def seed_fix() -> None:
+        stripped = dict(sd)
+        consume_prefix_in_state_dict_if_present(stripped, "_orig_mod.")
+        _wrapped(load_into, 3).load_state_dict(stripped)
+
+    outcomes = [lambda: _wrapped(load_into, 2).load_state_dict(sd), seed_fix,
+                lambda: load_checkpoint(sd, _wrapped(load_into, 4))]
+    return {"save_as": save_as, "load_into": load_into, "saved_keys": list(sd),
+            "expected_keys": list(_wrapped(load_into, 1).state_dict()),
+            **{name: _outcome(fn) for name, fn in zip(LOADERS, outcomes, strict=True)}}
+
+
+def _highlight(key: str) -> str:
+    return ".".join(f"<b style='color:#c5221f'>{html.escape(p)}</b>" if p in WRAPPER_SEGMENTS else html.escape(p)
+                    for p in key.split("."))
+
+
+def render(result: dict[str, Any], limit: int = 6) -> str:
+    """HTML: the two key lists side by side (wrapper segments in red), then each loader's outcome."""
+    pairs = zip(result["saved_keys"][:limit] + [""] * limit, result["expected_keys"][:limit] + [""] * limit,
+                strict=False)
+    rows = "".join(f"<tr><td><code>{_highlight(a)}</code></td><td><code>{_highlight(b)}</code></td></tr>"
+                   for a, b in pairs if a or b)
+    outcomes = "".join(
+        f"<tr><td>{html.escape(k)}</td><td style='color:{'#137333' if result[k] == 'loads' else '#c5221f'}'>"
+        f"{html.escape(result[k])}</td></tr>" for k in LOADERS)
+    return (f"<div class='compile-ckpt-explorer'><h4>saved from <i>{html.escape(result['save_as'])}</i>, "
+            f"loaded into <i>{html.escape(result['load_into'])}</i></h4>"
+            f"<table><tr><th>keys in the file</th><th>keys the target expects</th></tr>{rows}</table>"
+            f"<table><tr><th>loader</th><th>outcome</th></tr>{outcomes}</table></div>")
+
+
+def key_explorer(save_as: str = "torch.compile", load_into: str = "plain") -> dict[str, Any]:
+    """Show the explorer; return the result for the initial choice."""
+    import ipywidgets as w
+    from IPython.display import HTML, display
+
+    save_dd = w.Dropdown(options=WRAPPINGS, value=save_as, description="saved from")
+    load_dd = w.Dropdown(options=WRAPPINGS, value=load_into, description="loaded into")
+    result = explore(save_as, load_into)
+    display(w.HBox([save_dd, load_dd]))
+    handle = display(HTML(render(result)), display_id=True)
+
+    def redraw(_change: Any = None) -> None:
+        handle.update(HTML(render(explore(save_dd.value, load_dd.value))))
+
+    save_dd.observe(redraw, names="value")
+    load_dd.observe(redraw, names="value")
+    return result
