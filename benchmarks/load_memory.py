@@ -25,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,13 +33,39 @@ import psutil
 import torch
 from torch import nn
 
-from compile_ckpt.workshop.env import PeakRSS
-
 WIDTH = 4096
 
 
 def build(n_layers: int) -> nn.Module:
     return nn.Sequential(*[nn.Linear(WIDTH, WIDTH) for _ in range(n_layers)])
+
+
+class PeakRSS:
+    """Context manager: the highest resident set size of this process while inside, sampled
+    every millisecond on a thread (``ru_maxrss`` would keep an earlier, larger peak)."""
+
+    def __enter__(self) -> PeakRSS:
+        self.proc = psutil.Process()
+        self.start = self.peak = self.proc.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._done.wait(0.001)
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        """Bytes the peak rose above the level on entry."""
+        return self.peak - self.start
 
 
 def child(way: str, path: str, n_layers: int) -> None:

@@ -294,7 +294,8 @@ class LoadReport:
 
     def __str__(self) -> str:
         into = f" into {self.target}" if self.target else ""
-        head = f"compile_ckpt: {self.loaded}/{self.total} tensors from {self.source}{into}"
+        source = Path(self.source).name if os.sep in self.source else self.source  # the full path is in .source
+        head = f"compile_ckpt: {self.loaded}/{self.total} tensors from {source}{into}"
         parts = []
         if self.removed_prefixes:
             parts.append("cleaned prefixes: removed " + _fmt_counter(self.removed_prefixes))
@@ -310,7 +311,7 @@ class LoadReport:
         if self.shape_mismatches:
             parts.append(f"{len(self.shape_mismatches)} shape mismatches skipped")
         if self.skipped:
-            parts.append(f"left {len(self.skipped)} keys outside the prefix")
+            parts.append(f"left {len(self.skipped)} key{'s' if len(self.skipped) != 1 else ''} outside the prefix")
         if self.tied:
             parts.append(f"{len(self.tied)} tied to a loaded tensor ({', '.join(self.tied)})")
         extra = [n for n, ok in (("optimizer", self.optimizer_loaded),

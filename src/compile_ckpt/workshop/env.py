@@ -1,6 +1,5 @@
 """The machine and its processes: device resolution, versions, where the shipped results and
-solutions are, a peak-memory sampler, and a bounded subprocess runner whose children never
-outlive it."""
+solutions are, and a bounded subprocess runner whose children never outlive it."""
 
 from __future__ import annotations
 
@@ -78,36 +77,6 @@ def shipped(kind: str) -> Path:
             return Path(list(spec.submodule_search_locations)[0])
     repo = Path(__file__).resolve().parents[3]
     return repo / ("results" if kind == "results" else "notebooks/solutions")
-
-
-class PeakRSS:
-    """Context manager: the highest resident set size of this process while inside, sampled
-    every millisecond on a thread (``ru_maxrss`` would keep an earlier, larger peak)."""
-
-    def __enter__(self) -> PeakRSS:
-        import psutil
-
-        self.proc = psutil.Process()
-        self.start = self.peak = self.proc.memory_info().rss
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._done.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            self._done.wait(0.001)
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-        self.peak = max(self.peak, self.proc.memory_info().rss)
-
-    @property
-    def growth(self) -> int:
-        """Bytes the peak rose above the level on entry."""
-        return self.peak - self.start
 
 
 def _descendants(pid: int) -> list[int]:
