@@ -1,6 +1,6 @@
 """A real browser: JupyterLab on a free localhost port, driven by Playwright through the
-system Chromium (no browser download). Runs all cells of 00_check_setup and the key
-explorer notebook, and checks that widgets render as widgets and that no cell errors."""
+system Chromium (no browser download). Runs all cells of 00_check_setup and of 02 (the key
+explorer and tqdm progress bars), and checks that widgets render as widgets and that no cell errors."""
 
 from __future__ import annotations
 
@@ -116,7 +116,7 @@ def test_notebooks_render_in_jupyterlab(lab, tmp_path):
             assert setup["errors"] == [] and setup["done"] == setup["total"]
             page.screenshot(path=str(shots / "00_check_setup.png"), full_page=True)
 
-            explorer = _run_all(page, url, token, "01_reproduce_the_failure.ipynb")
+            explorer = _run_all(page, url, token, "02_fix_clean_on_load.ipynb")
             assert explorer["errors"] == [], explorer["errors"]
             assert explorer["done"] == explorer["total"]
             # Widgets rendered as widgets: the explorer's dropdowns and tqdm's progress bars.
@@ -127,9 +127,9 @@ def test_notebooks_render_in_jupyterlab(lab, tmp_path):
             assert not any("HBox(children" in t or "Dropdown(" in t for t in text), "a widget rendered as text"
             assert page.locator(".compile-ckpt-explorer").count() >= 1
             page.locator(".compile-ckpt-explorer").first.scroll_into_view_if_needed()
-            page.screenshot(path=str(shots / "01_key_explorer.png"))
+            page.screenshot(path=str(shots / "02_key_explorer.png"))
         finally:
             browser.close()
-    assert (shots / "01_key_explorer.png").stat().st_size > 10_000
+    assert (shots / "02_key_explorer.png").stat().st_size > 10_000
     # The committed notebooks stayed clean (the lab ran on a copy).
-    assert '"outputs": []' in (NOTEBOOKS / "01_reproduce_the_failure.ipynb").read_text()
+    assert '"outputs": []' in (NOTEBOOKS / "02_fix_clean_on_load.ipynb").read_text()

@@ -77,3 +77,17 @@ def test_licence_and_python_versions_are_stated():
                 if c.startswith("Programming Language :: Python :: 3.")}
     assert "3.11" in versions and all(re.fullmatch(r"3\.\d+", v) for v in versions)
     assert not any(c.startswith("License ::") for c in project["classifiers"])  # the SPDX string says it
+
+
+def test_hygiene_runs_in_ci():
+    """The pre-commit hooks lint .py and .ipynb and strip notebook outputs; `make test` runs them."""
+    hooks = {h["id"]: h for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+             for h in repo["hooks"]}
+    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"} and hooks["nbstripout"]["entry"].startswith(
+        "nbstripout")
+    assert all(repo["repo"] == "local" for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())[
+        "repos"]), "hooks must not need a download"
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^test: lint$", makefile, re.M) and "pre-commit run --all-files" in makefile
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "*.ipynb" in META["tool"]["ruff"]["extend-include"]

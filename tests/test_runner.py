@@ -147,3 +147,31 @@ def test_run_cells_without_jupyter(tmp_path):
     assert run_cells(path, {"n": 7}) == {"n": 7, "job": "print('hello')\n"}
     with pytest.raises(RunnerError, match="unknown parameter"):
         run_cells(path, {"m": 1})
+
+
+@pytest.mark.slow
+def test_the_runner_takes_the_smoke_parameter_file(tmp_path, monkeypatch):
+    from conftest import ROOT
+
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    out = tmp_path / "run"
+    code = main(["--notebooks", str(ROOT / "notebooks"), "--out", str(out), "--only", "01",
+                 "-f", str(ROOT / "notebooks" / "params" / "smoke.yaml"), "-p", "compile_backend", "eager"])
+    [row] = json.loads((out / "summary.json").read_text())["notebooks"]
+    assert code == 0 and row["status"] == "ok"
+    assert row["parameters"] == {"epochs": 1, "pretrain_samples": 256, "compile_backend": "eager"}
+    assert row["records"]["fresh_load_missing"] == 12 and (out / "01_reproduce_the_failure.html").exists()
+
+
+def test_papermill_shows_every_parameter_with_its_type_and_help():
+    import subprocess
+
+    from compile_ckpt.workshop.runner import notebooks_in
+    from conftest import ROOT
+
+    for nb in notebooks_in(ROOT / "notebooks"):
+        shown = subprocess.run([sys.executable, "-m", "papermill", "--help-notebook", str(nb)], capture_output=True,
+                               text=True, timeout=120).stdout
+        for name, (_, kind) in parameters_cell(nb).items():
+            assert f"{name}: {kind} (default" in shown, f"{nb.name}: {name}"
+        assert "Unknown type" not in shown

@@ -156,7 +156,7 @@ class Runner:
         else:
             self.fn = self.model if mode == EAGER else torch.compile(self.model, mode=mode)
 
-    def step(self) -> float:
+    def step(self) -> torch.Tensor:
         batch = self.task.batches[self.i % len(self.task.batches)]
         self.i += 1
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bf16"):
@@ -400,7 +400,7 @@ def run_routes(workload: str, profile: str, out: str | Path, *, device: str = "a
                 incomplete.append(f"{route} route not started: it needs what the cold route leaves, and that did "
                                   "not complete")
                 continue
-            part, why = _run_route(route, prof, dev, out, caches, deadline - time.monotonic())
+            part, why = _run_route(route, prof, dev, caches, deadline - time.monotonic())
             if why:
                 incomplete.append(why)
             rows += part.get("rows", [])
@@ -415,15 +415,14 @@ def run_routes(workload: str, profile: str, out: str | Path, *, device: str = "a
     return table, env
 
 
-def _run_route(route: str, prof: Profile, dev: torch.device, out: Path, caches: dict[str, Path],
+def _run_route(route: str, prof: Profile, dev: torch.device, caches: dict[str, Path],
                left: float) -> tuple[dict[str, Any], str]:
     """One route in a fresh process; its result and, if it did not finish, why."""
     cache = caches["shared"] if route in ("cold", "warm") else Path(tempfile.mkdtemp(dir=caches["fresh"]))
-    result = out / f"route-{route}.json"
-    result.unlink(missing_ok=True)
+    result = caches["fresh"] / f"route-{route}.json"  # temporary, like the mega-cache bytes: not results
     cmd = [sys.executable, "-m", "compile_ckpt.workshop.bench", "--worker", route, "--workload", prof.workload,
            "--profile", prof.name, "--device", str(dev), "--out", str(result),
-           "--artifacts", str(out / "mega-cache.bin")]
+           "--artifacts", str(caches["fresh"] / "mega-cache.bin")]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "TRITON_CACHE_DIR": str(cache / "triton")}
     t0 = time.monotonic()
     try:
