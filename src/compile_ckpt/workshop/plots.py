@@ -33,13 +33,13 @@ def plot_cumulative(routes: Mapping[str, tuple[float, float]], eager_step_s: flo
     steps = np.linspace(0, horizon, 200)
     fig, ax = plt.subplots(figsize=(8, 4))
     ax.plot(steps, steps * eager_step_s, "k-", label="eager")
-    for name, (start, step) in routes.items():
+    for i, (name, (start, step)) in enumerate(routes.items()):
         (line,) = ax.plot(steps, start + steps * step, "--", label=name)
         if name in crossings and crossings[name] <= horizon:
             be = crossings[name]
             ax.plot([be], [be * eager_step_s], "o", color=line.get_color())
-            ax.annotate(f"{be:,.0f}", (be, be * eager_step_s), xytext=(4, -12), textcoords="offset points",
-                        fontsize=8, color=line.get_color())
+            ax.annotate(f"{be:,.0f}", (be, be * eager_step_s), xytext=(4, -12 if i % 2 else 6),
+                        textcoords="offset points", fontsize=8, color=line.get_color())
     ax.set(xlabel="training steps", ylabel="cumulative wall time (s)", title=title)
     ax.legend(fontsize=8)
     fig.tight_layout()
