@@ -48,6 +48,7 @@ def test_clean_cleans_every_container(tmp_path, small_model, capsys):
         small_model(2).load_state_dict(obj[name])  # plain PyTorch loads both now
 
 
+@pytest.mark.slow
 def test_clean_in_place_keeps_the_format_its_suffix_names(tmp_path, small_model):
     from safetensors.torch import load_file, save_file
 
@@ -66,6 +67,7 @@ def test_clean_in_place_keeps_the_format_its_suffix_names(tmp_path, small_model)
     assert torch.equal(load_file(str(tmp_path / "one.safetensors"))["head.0.weight"], small_model(1).head[0].weight)
 
 
+@pytest.mark.slow
 def test_errors_are_one_line_with_documented_exit_codes(tmp_path, small_model):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"")

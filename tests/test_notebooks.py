@@ -187,6 +187,7 @@ def test_the_kernel_check_names_the_fix_when_the_project_is_missing():
     assert "Python (compile-ckpt)" in r.stdout
 
 
+@pytest.mark.slow
 def test_explicit_cuda_without_gpu_fails_clearly(tmp_path, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 

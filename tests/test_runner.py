@@ -81,6 +81,7 @@ def test_plan_merges_files_and_overrides_and_refuses_what_goes_nowhere(tmp_path)
     assert plan([a], {"01_b": {"rate": 2.0}}, {}, every=[a, b]) == [(a, {}, "")]  # entries for others are fine
 
 
+@pytest.mark.slow
 def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
     path = notebook(tmp_path, body=RECORD + "record('double', n * 2)\nimport sys\nprint(sys.executable)")
     with pytest.raises(RunnerError, match=r"unknown parameter\(s\) \['m'\]"):
@@ -93,6 +94,7 @@ def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
     assert sys.executable in "".join(o.get("text", "") for o in outputs)  # the kernel is this interpreter
 
 
+@pytest.mark.slow
 def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path, monkeypatch):
     folder = tmp_path / "nbs"
     notebook(folder, "00_ok", body=RECORD + "record('n', n)")
@@ -163,6 +165,7 @@ def test_the_runner_takes_the_smoke_parameter_file(tmp_path, monkeypatch):
     assert row["records"]["fresh_load_missing"] == 12 and (out / "01_reproduce_the_failure.html").exists()
 
 
+@pytest.mark.slow
 def test_papermill_shows_every_parameter_with_its_type_and_help():
     import subprocess
 

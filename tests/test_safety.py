@@ -119,6 +119,7 @@ _WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_writer_never_leaves_a_torn_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"
     script = tmp_path / "writer.py"
