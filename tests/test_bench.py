@@ -67,16 +67,6 @@ def test_profiles_resolve_by_workload_and_device():
 
 
 @pytest.mark.slow
-def test_seed_smoke_in_process_measures_everything():
-    rows, steps = bench.measure(bench.PROFILES[("seed", "cpu-smoke")], "in-process", torch.device("cpu"))
-    table = bench.pool(rows, bench.measure_ceilings("cpu"))
-    assert list(table["mode"]) == ["eager", "default"] and (table["median_ms"] > 0).all()
-    assert table["loss_agrees"].all() and (table["graph_breaks"] == 0).all() and (table["recompiles"] == 0).all()
-    assert (table["samples_per_s"] > 0).all() and ((table["mfu"] > 0) & (table["mfu"] < 1)).all()
-    assert len(steps["float32/eager"]) == bench.PROFILES[("seed", "cpu-smoke")].repeats
-
-
-@pytest.mark.slow
 def test_a_route_cut_short_is_recorded_and_leaves_nothing_running(tmp_path):
     import psutil
 

@@ -24,6 +24,10 @@ def test_gpu_script_on_cpu_smoke(tmp_path):
     assert ceilings["float32_matmul_tflops"] > 0 and ceilings["versions"]["torch"]
     seed = json.loads((out / "seed" / "bench.json").read_text())
     assert {row["route"] for row in seed["rows"]} == {"cold", "warm"} and seed["environment"]["complete"]
+    for row in seed["rows"]:  # the harness measured everything it reports, sanely (never a speed threshold)
+        assert row["median_ms"] > 0 and row["samples_per_s"] > 0 and 0 < row["mfu"] < 1 and row["loss_agrees"]
+        assert row["graph_breaks"] == 0 and row["recompiles"] == 0 and row["ci_low"] <= row["speedup"] <= row["ci_high"]
+    assert len(json.loads((out / "seed" / "step_times.json").read_text())["cold/float32/eager"]) == 4
     ac = json.loads((out / "activation_checkpointing.json").read_text())
     assert {(row["mode"], row["checkpointing"]) for row in ac["rows"]} == {
         ("eager", False), ("eager", True), ("compiled", False), ("compiled", True)}
