@@ -86,14 +86,3 @@ def test_committed_gpu_tables_load_with_intervals():
     assert env["device"] == "cuda" and {"speedup", "ci_low", "ci_high", "route"} <= set(table.columns)
     compiled = table[table["mode"] != "eager"]
     assert ((compiled["ci_low"] <= compiled["speedup"]) & (compiled["speedup"] <= compiled["ci_high"])).all()
-
-
-def test_cumulative_plot_marks_break_even(tmp_path):
-    import matplotlib
-
-    matplotlib.use("agg")
-    from compile_ckpt.workshop.plots import plot_cumulative
-
-    fig = plot_cumulative({"cold": (5.0, 0.005), "slower": (1.0, 0.02)}, 0.01, title="t")
-    marks = [line for line in fig.axes[0].lines if line.get_marker() == "o"]
-    assert len(marks) == 1 and marks[0].get_xdata()[0] == pytest.approx(1000)  # only the route that pays back
