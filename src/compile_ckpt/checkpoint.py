@@ -518,7 +518,7 @@ def _writable_target(path: Path) -> tuple[Path, os.stat_result | None]:
 def _remove_stale_temps(target: Path) -> None:
     """Delete temporary files that a killed save to ``target`` left behind. The writer's PID
     is in the name; a live writer's file (this process's too) is never touched."""
-    for tmp in target.parent.glob(f".{glob_escape(target.name)}.*.tmp"):
+    for tmp in target.parent.glob(f".{_glob_escape(target.name)}.*.tmp"):
         pid = tmp.name[len(target.name) + 2:].split(".", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
@@ -532,7 +532,7 @@ def _remove_stale_temps(target: Path) -> None:
             continue
 
 
-def glob_escape(name: str) -> str:
+def _glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
 
 
@@ -943,13 +943,13 @@ def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: n
     if prefix:
         state, skipped = _take_prefix(state, prefix, origin)
     checked = verify and _verify_checksums(state, obj.get("checksums") if container in (*_MODEL_KEYS, BARE) else None,
-                                           origin, "" if not prefix else prefix)
+                                           origin, prefix or "")
     report = _plan(state, model, origin, strict)
     report.container, report.skipped, report.checksums_verified = container, skipped, checked
     report.other_state_dicts = [n for n in find_state_dicts(obj) if n != container]
     report.metadata = dict(obj["metadata"]) if isinstance(obj.get("metadata"), Mapping) else {}
-    opt_state = _extra_state(obj, _OPTIMIZER_KEYS, optimizer, "optimizer", strict, origin)
-    sched_state = _extra_state(obj, _SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
+    opt_state = _optional_state(obj, _OPTIMIZER_KEYS, optimizer, "optimizer", strict, origin)
+    sched_state = _optional_state(obj, _SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
     if opt_state is not None:
         _check_optimizer_state(opt_state, optimizer, origin)  # type: ignore[arg-type]
     # Everything that can be checked was: only now is anything copied.
@@ -1015,7 +1015,7 @@ def _missing_unless_tied(target_sd: Mapping[str, Any], renamed: Mapping[str, Any
     return missing, tied
 
 
-def _extra_state(obj: Mapping[str, Any], keys: tuple[str, ...], target: Any, what: str, strict: bool,
+def _optional_state(obj: Mapping[str, Any], keys: tuple[str, ...], target: Any, what: str, strict: bool,
                  origin: str | None) -> Mapping[str, Any] | None:
     """The optimizer or scheduler state to load into ``target`` (None: nothing to load)."""
     if target is None:
