@@ -14,8 +14,8 @@ any trainer. The guarantees:
   target is fsynced and moved into place; a symlink is written through to its target; a
   directory, FIFO or device at the path is refused; a new file gets ``0o666 & ~umask`` (what
   ``torch.save`` gives), an overwritten one keeps its mode.
-- **Loads are all-or-nothing.** Keys, shapes, non-tensor values, checksums and the optimizer
-  and scheduler state are checked before the first tensor is copied.
+- **Loads are all-or-nothing.** Keys, shapes, non-tensor values, the file's SHA-256 and the
+  optimizer and scheduler state are checked before the first tensor is copied.
 - **Reads are safe.** Always ``torch.load(weights_only=True)``; every failure is a
   :class:`CheckpointError` subclass that names the file and the cause.
 - **Every format keeps everything or refuses.** ``.safetensors`` files store tied tensors once
@@ -66,6 +66,7 @@ __all__ = [
     "UnsupportedContentError",
     "atomic_write",
     "canonical_fqn",
+    "content_digest",
     "clean_state_dict",
     "extract_model_state_dict",
     "find_state_dicts",
@@ -80,8 +81,11 @@ __all__ = [
 
 log = logging.getLogger("compile_ckpt")
 
-FORMAT = "compile_ckpt/1"
-"""Value of the ``format`` entry that :func:`save_checkpoint` writes."""
+FORMAT = "compile_ckpt/2"
+"""Value of the ``format`` entry that :func:`save_checkpoint` writes. Files of this format carry a
+``sha256`` entry: the SHA-256 of their whole content (:func:`content_digest`), or None when saved
+with ``checksums=False``; ``compile_ckpt/1`` files (no checksums) are still read."""
+_FORMAT_1 = "compile_ckpt/1"
 
 #: Attribute names under which wrappers keep the module they wrap.
 WRAPPER_SEGMENTS: tuple[str, ...] = (
@@ -602,6 +606,35 @@ def tensor_checksum(t: torch.Tensor) -> str:
     return h.hexdigest()
 
 
+def content_digest(obj: Any, known: Mapping[int, str] | None = None) -> str:
+    """SHA-256 of a checkpoint's whole content: every tensor's bytes (by :func:`tensor_checksum`;
+    ``known`` maps ``id(tensor)`` to one already computed), every key, number and string, in a
+    canonical order. Torch does not check its zip CRCs, so this is what catches a flipped byte in
+    metadata or optimizer state too."""
+    h = hashlib.sha256()
+    known = known or {}
+
+    def walk(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(b"T" + (known.get(id(x)) or tensor_checksum(x)).encode())
+        elif isinstance(x, Mapping):
+            h.update(b"{")
+            for k in sorted(x, key=repr):
+                h.update(repr(k).encode() + b":")
+                walk(x[k])
+            h.update(b"}")
+        elif isinstance(x, (list, tuple)):
+            h.update(b"[" if isinstance(x, list) else b"(")
+            for v in x:
+                walk(v)
+            h.update(b"]")
+        else:
+            h.update(f"{type(x).__name__}:{x!r};".encode())
+
+    walk(obj)
+    return h.hexdigest()
+
+
 def _is_safetensors(path: Path) -> bool:
     return path.suffix == ".safetensors"
 
@@ -648,7 +681,7 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module | Mapping[str
 
     Keys carry no wrapper segment whatever wraps the model or its submodules, so the file
     loads into a plain model with plain ``load_state_dict``. With ``checksums`` a SHA-256 of
-    every tensor is stored and :func:`load_checkpoint` verifies it. ``model`` may also be a
+    every tensor and of the whole content is stored, and :func:`load_checkpoint` verifies it. ``model`` may also be a
     state dict, cleaned as :func:`clean_state_dict` does without a model. ``.safetensors`` paths
     hold weights, JSON-able metadata and JSON-able non-tensor state; tied tensors are stored
     once and re-tied on load; an optimizer or scheduler there is refused.
@@ -672,6 +705,8 @@ def save_checkpoint(path: str | os.PathLike[str], model: nn.Module | Mapping[str
             payload["optimizer_state_dict"] = optimizer.state_dict()
         if scheduler is not None:
             payload["scheduler_state_dict"] = scheduler.state_dict()
+        known = {id(v): sums[k] for k, v in state.items() if k in sums}  # each tensor is hashed once
+        payload["sha256"] = content_digest(payload, known) if checksums else None
         atomic_write(path, lambda tmp: torch.save(payload, tmp))
     log.info("compile_ckpt: saved %d tensors to %s with clean keys", len(state), path)
     return path
@@ -703,8 +738,15 @@ def _save_safetensors(path: Path, state: Mapping[str, Any], meta: dict[str, Any]
                                           "of it; safetensors cannot store views. Save to a .pt file", path)
         seen[view], storages[ptr] = k, k
         tensors[k] = v.contiguous()
-    header = {"format": FORMAT, "compile_ckpt_version": "2", "compile_ckpt": json.dumps(
-        {"metadata": meta, "aliases": aliases, "extra_state": extra, "checksums": sums})}
+    ours = json.dumps({"metadata": meta, "aliases": aliases, "extra_state": extra, "checksums": sums})
+    back = json.loads(ours)  # what a reader rebuilds, so the digest compares like with like
+    logical = {"format": FORMAT, "model_state_dict": {**tensors, **{a: tensors[t] for a, t in aliases.items()},
+                                                      **back["extra_state"]}, "metadata": back["metadata"]}
+    if sums:
+        logical["checksums"] = sums
+    header = {"format": FORMAT, "compile_ckpt_version": "2", "compile_ckpt": ours,
+              "compile_ckpt_sha256": content_digest(logical, {id(v): sums[k] for k, v in state.items()
+                                                              if k in sums}) if sums else ""}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
@@ -799,12 +841,14 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - safetensors and json raise their own error types
         raise CorruptCheckpointError(
             f"not a readable safetensors file ({type(exc).__name__}: {str(exc)[:160]})", path) from exc
-    if ours is None:  # written by another tool: its header entries are the metadata
+    marks = {k for k in ("compile_ckpt", "compile_ckpt_version", "compile_ckpt_sha256") if k in meta}
+    if not marks:  # written by another tool: its header entries are the metadata
         return {"model_state_dict": tensors, "metadata": dict(meta)}
-    if meta.get("compile_ckpt_version") != "2":  # version 1 stored the metadata alone
-        return {"format": FORMAT, "model_state_dict": tensors, "metadata": ours}
-    if not isinstance(ours, dict) or not {"metadata", "aliases", "extra_state"} <= set(ours):
-        raise CorruptCheckpointError("its compile_ckpt header entry is malformed", path)
+    if marks == {"compile_ckpt"} and not (isinstance(ours, dict) and "aliases" in ours):  # version 1
+        return {"format": _FORMAT_1, "model_state_dict": tensors, "metadata": ours}
+    if len(marks) != 3 or meta["compile_ckpt_version"] != "2" or not isinstance(ours, dict) or \
+            not {"metadata", "aliases", "extra_state"} <= set(ours):
+        raise CorruptCheckpointError("its compile_ckpt header entries are damaged or of an unknown version", path)
     state: dict[str, Any] = dict(tensors)
     for alias, original in ours["aliases"].items():
         if original not in tensors:
@@ -815,6 +859,7 @@ def _read_safetensors(path: Path, map_location: Any) -> dict[str, Any]:
     out = {"format": FORMAT, "model_state_dict": state, "metadata": ours["metadata"]}
     if ours.get("checksums"):
         out["checksums"] = ours["checksums"]
+    out["sha256"] = meta["compile_ckpt_sha256"] or None
     return out
 
 
@@ -906,17 +951,24 @@ def _take_prefix(state: dict[str, Any], prefix: str, origin: str | None) -> tupl
     return taken, [k for k in state if not k.startswith(prefix)]
 
 
-def _verify_checksums(state: Mapping[str, Any], sums: Any, origin: str | None, prefix: str = "") -> bool:
-    """Check every tensor that has a stored SHA-256; say whether any was checked."""
-    if not isinstance(sums, Mapping) or not sums:
+def _verify(obj: Mapping[str, Any], state: Mapping[str, Any], origin: str | None, prefix: str) -> bool:
+    """Check a file's whole-content SHA-256; say whether there was one to check. On a mismatch,
+    the per-tensor checksums name the tensors that changed, if any did."""
+    fmt = obj.get("format")
+    if isinstance(fmt, str) and fmt.startswith("compile_ckpt/") and fmt not in (FORMAT, _FORMAT_1):
+        raise CorruptCheckpointError(f"its format entry {fmt!r} is damaged or of a newer version", origin)
+    if fmt == FORMAT and "sha256" not in obj:
+        raise CorruptCheckpointError("its whole-content checksum entry is missing: the file is damaged", origin)
+    digest = obj.get("sha256")
+    if not digest:
         return False
-    bad = [k for k, v in state.items()
-           if isinstance(v, torch.Tensor) and prefix + k in sums and tensor_checksum(v) != sums[prefix + k]]
-    if bad:
-        raise ChecksumMismatchError(f"{len(bad)} tensor(s) differ from the SHA-256 stored when the file was "
-                                    f"saved ({', '.join(bad[:5])}): the file was corrupted after saving; "
-                                    "nothing was loaded", origin)
-    return True
+    if content_digest({k: v for k, v in obj.items() if k != "sha256"}) == digest:
+        return True
+    sums = obj.get("checksums") if isinstance(obj.get("checksums"), Mapping) else {}
+    bad = [k for k, v in state.items() if isinstance(v, torch.Tensor) and tensor_checksum(v) != sums.get(prefix + k)]
+    where = f"tensor(s) {', '.join(bad[:5])}" if bad else "its metadata, optimizer or scheduler state, or its keys"
+    raise ChecksumMismatchError(f"its content differs from the SHA-256 stored when it was saved ({where}): the "
+                                "file was damaged after saving; nothing was loaded", origin)
 
 
 def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: nn.Module, *,
@@ -942,8 +994,7 @@ def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: n
     skipped: list[str] = []
     if prefix:
         state, skipped = _take_prefix(state, prefix, origin)
-    checked = verify and _verify_checksums(state, obj.get("checksums") if container in (*_MODEL_KEYS, BARE) else None,
-                                           origin, prefix or "")
+    checked = verify and isinstance(obj, Mapping) and _verify(obj, state, origin, prefix or "")
     report = _plan(state, model, origin, strict)
     report.container, report.skipped, report.checksums_verified = container, skipped, checked
     report.other_state_dicts = [n for n in find_state_dicts(obj) if n != container]

@@ -29,6 +29,7 @@ from .checkpoint import (
     _state_dict_paths,
     atomic_write,
     clean_state_dict,
+    content_digest,
     read_checkpoint,
     save_checkpoint,
 )
@@ -108,7 +109,7 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
             "optimizer_state": any(k in top for k in ("optimizer_state_dict", "optimizer", "optimizer_states")),
             "scheduler_state": any(k in top for k in ("scheduler_state_dict", "lr_scheduler", "scheduler",
                                                        "lr_schedulers")),
-            "checksums": bool(isinstance(obj, dict) and obj.get("checksums")),
+            "checksums": bool(isinstance(obj, dict) and obj.get("sha256")),
             "metadata": obj.get("metadata", {}) if isinstance(obj, dict) and BARE not in found else {}}
 
 
@@ -150,6 +151,9 @@ def _clean_all(obj: Any) -> tuple[Any, dict[str, Any]]:
         if where == ("model_state_dict",) and isinstance(sums, Mapping):  # keep checksums keyed like the tensors
             renamed = {r.source: r.target for r in report.renames}
             obj = {**obj, "checksums": {renamed.get(k, k): v for k, v in sums.items()}}
+    if isinstance(obj, dict) and obj.get("sha256"):  # the content changed: a new whole-content digest
+        obj = {**{k: v for k, v in obj.items() if k != "sha256"}, "sha256": None}
+        obj["sha256"] = content_digest({k: v for k, v in obj.items() if k != "sha256"})
     return obj, reports
 
 
@@ -166,7 +170,7 @@ def _write_clean(args: argparse.Namespace, obj: Any, cleaned: Any) -> None:
         raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has {list(found)}: "
                          "choose one with --key, or write a .pt file")
     left = [k for k in (cleaned if isinstance(cleaned, dict) and name != BARE else {})
-            if k not in (name.split(".")[0], "metadata", "format", "checksums")]
+            if k not in (name.split(".")[0], "metadata", "format", "checksums", "sha256")]
     if left and not args.key:
         raise UsageError(f"{out.name}: a .safetensors file cannot hold {left} from {args.path}; pass --key "
                          f"{name} to write the weights alone, or write a .pt file")
