@@ -288,16 +288,19 @@ def measure_ceilings(device: str | torch.device = "auto") -> dict[str, float]:
 def pool(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame:
     """One table: per route, the first step; per (variant, dtype, mode) one steady-state
     comparison pooled over the routes that ran the same compiled code (regional alone), with
-    its interval, break-even steps against eager, tokens/s and MFU."""
+    its interval; break-even steps against one eager step time (the median over every
+    process), tokens/s and MFU."""
     table = pd.DataFrame(rows)
     if table.empty:
         return table
     out = []
-    for (_variant, dtype, mode), g in table.groupby(["variant", "dtype", "mode"], sort=False):
-        eager = [t for ts in g["eager_times_s"] for t in ts]
+    for (variant, dtype, mode), g in table.groupby(["variant", "dtype", "mode"], sort=False):
+        same = table[(table["variant"] == variant) & (table["dtype"] == dtype)]
+        eager_s = statistics.median(t for ts in same["eager_times_s"] for t in ts)
+        eager = [t for ts in g["eager_times_s"] for t in ts]  # paired with this comparison's own steps
         comp = [t for ts in g["times_s"] for t in ts]
         s, lo, hi = speedup_interval(eager, comp) if mode != EAGER else (1.0, 1.0, 1.0)
-        step_s, eager_s = statistics.median(comp), statistics.median(eager)
+        step_s = statistics.median(comp) if mode != EAGER else eager_s
         for _, r in g.iterrows():
             cost = r["first_step_s"] - step_s
             be = math.ceil(cost / (eager_s - step_s)) if mode != EAGER and step_s < eager_s else None
