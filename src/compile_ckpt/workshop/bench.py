@@ -286,10 +286,12 @@ def measure_ceilings(device: str | torch.device = "auto") -> dict[str, float]:
 
 
 def pool(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame:
-    """One table: per route, the first step; per (variant, dtype, mode) one steady-state
-    comparison pooled over the routes that ran the same compiled code (regional alone), with
-    its interval; break-even steps against one eager step time (the median over every
-    process), tokens/s and MFU."""
+    """One table. Per route: its first step (the compile latency) and its own medians. Per
+    (variant, dtype, mode): one steady-state comparison, the median of the paired per-repeat
+    ratios pooled over the routes that ran the same compiled code (regional alone), with its
+    interval. A step time, throughput and MFU are then derived from one eager step time (the
+    median over every process) divided by that speedup, so a process that ran slow as a whole
+    moves neither; break-even steps follow from them."""
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -298,16 +300,17 @@ def pool(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame
         same = table[(table["variant"] == variant) & (table["dtype"] == dtype)]
         eager_s = statistics.median(t for ts in same["eager_times_s"] for t in ts)
         eager = [t for ts in g["eager_times_s"] for t in ts]  # paired with this comparison's own steps
-        comp = [t for ts in g["times_s"] for t in ts]
-        s, lo, hi = speedup_interval(eager, comp) if mode != EAGER else (1.0, 1.0, 1.0)
-        step_s = statistics.median(comp) if mode != EAGER else eager_s
+        s, lo, hi = speedup_interval(eager, [t for ts in g["times_s"] for t in ts]) if mode != EAGER else (1, 1, 1)
+        step_s = eager_s / s
+        ceiling = ceilings.get(f"{dtype}_matmul_tflops") or ceilings.get("float32_matmul_tflops")
         for _, r in g.iterrows():
-            cost = r["first_step_s"] - step_s
-            be = math.ceil(cost / (eager_s - step_s)) if mode != EAGER and step_s < eager_s else None
-            ceiling = ceilings.get(f"{dtype}_matmul_tflops") or ceilings.get("float32_matmul_tflops")
-            out.append({**r.drop(["eager_times_s", "times_s"]).to_dict(), "speedup": s, "ci_low": lo,
-                        "ci_high": hi, "pooled_step_ms": step_s * 1e3, "breakeven_steps": be,
-                        "mfu": r["achieved_tflops"] / ceiling if ceiling else None})
+            own = r["median_ms"] / 1e3
+            be = math.ceil((r["first_step_s"] - step_s) / (eager_s - step_s)) if mode != EAGER and s > 1 else None
+            unit = "tokens_per_s" if "tokens_per_s" in r and r["tokens_per_s"] == r["tokens_per_s"] else "samples_per_s"
+            flops = r["achieved_tflops"] * own / step_s
+            out.append({**r.drop(["eager_times_s", "times_s"]).to_dict(), "speedup": s, "ci_low": lo, "ci_high": hi,
+                        "pooled_step_ms": step_s * 1e3, "breakeven_steps": be, unit: r[unit] * own / step_s,
+                        "achieved_tflops": flops, "mfu": flops / ceiling if ceiling else None})
     return pd.DataFrame(out)
 
 
