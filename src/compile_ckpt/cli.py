@@ -30,6 +30,7 @@ from .checkpoint import (
     atomic_write,
     clean_state_dict,
     content_digest,
+    find_state_dicts,
     read_checkpoint,
     save_checkpoint,
 )
@@ -100,7 +101,7 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
     """Every state dict in the file (layout, tensors, bytes, dtypes, wrapper segments and where
     they occur), what else it holds, its metadata and whether tensors carry checksums."""
     obj = read_checkpoint(path)
-    found = {".".join(w) or BARE: sd for w, sd in _state_dict_paths(obj).items()}
+    found = find_state_dicts(obj)
     if not found:
         raise CheckpointError("holds no state dict (no dict of named tensors at any level)", path)
     top = [str(k) for k in obj] if isinstance(obj, dict) and BARE not in found else []
@@ -164,7 +165,7 @@ def _write_clean(args: argparse.Namespace, obj: Any, cleaned: Any) -> None:
     if out.suffix != ".safetensors":
         atomic_write(out, lambda tmp: torch.save(cleaned, tmp))
         return
-    found = {".".join(w) or BARE: sd for w, sd in _state_dict_paths(cleaned).items()}
+    found = find_state_dicts(cleaned)
     name = args.key or (next(iter(found)) if len(found) == 1 else None)
     if name is None or name not in found:
         raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has {list(found)}: "
