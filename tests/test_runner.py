@@ -11,7 +11,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from compile_ckpt.workshop.record import MIME, read_records, record, to_jsonable
+from compile_ckpt.workshop.record import MIME, TAG, read_records, record, to_jsonable
 from compile_ckpt.workshop.runner import (
     SCHEMA,
     RunnerError,
@@ -176,3 +176,22 @@ def test_papermill_shows_every_parameter_with_its_type_and_help():
         inferred = pm.inspect_notebook(str(nb))
         for name, (_, kind) in parameters_cell(nb).items():
             assert inferred[name]["inferred_type_name"] == kind and inferred[name]["help"], f"{nb.name}: {name}"
+
+
+def test_html_pages_leave_out_the_record_cells(tmp_path, monkeypatch):
+    """The lesson's page shows the lesson: the trailing cells tagged ``record`` are not on it."""
+    folder = tmp_path / "nbs"
+    path = notebook(folder, "00_page", body="print('the lesson ' + str(n))")
+    nb = nbformat.read(path, as_version=4)
+    hidden = nbformat.v4.new_code_cell(RECORD.replace("record\n", "record_all\n") + "record_all(secret_value=n)")
+    hidden.metadata.update(tags=[TAG], jupyter={"source_hidden": True})
+    heading = nbformat.v4.new_markdown_cell("Recorded for the automated checks")
+    heading.metadata["tags"] = [TAG]
+    nb.cells += [heading, hidden]
+    nbformat.write(nb, path)
+    monkeypatch.setenv("MPLBACKEND", "agg")
+    assert main(["--notebooks", str(folder), "--out", str(tmp_path / "run")]) == 0
+    page = (tmp_path / "run" / "00_page.html").read_text()
+    assert "the lesson 1" in page and "record_all" not in page and "Recorded for the automated" not in page
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["notebooks"][0]["records"] == {
+        "secret_value": 1}

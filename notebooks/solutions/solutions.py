@@ -16,13 +16,13 @@ def portable_save(compiled: nn.Module, path: Path) -> None:
     torch.save({"model_state_dict": compiled._orig_mod.state_dict()}, path)
 
 
-# Exercise 02 (02_fix_clean_on_load): the seed's fix, for compiled submodules too.
+# Exercise 02 (02_fix_clean_on_load): the original fix, for compiled submodules too.
 def strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
     """Drop every ``_orig_mod`` segment, wherever it is; whole segments only."""
     return {".".join(p for p in k.split(".") if p != "_orig_mod"): v for k, v in state_dict.items()}
 
 
-# Exercise 03 (03_alternatives): plain keys, whatever wraps the model.
+# Exercise 03 (03_alternatives): plain keys, whatever wraps the model (compile, a compiled submodule, DDP).
 def portable_state_dict(model: nn.Module) -> dict[str, Any]:
     """Peel DataParallel/DDP (``module``) and compile wrappers, then strip what a compiled
     submodule leaves inside."""

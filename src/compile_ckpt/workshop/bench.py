@@ -50,8 +50,10 @@ EAGER, REGIONAL = "eager", "regional"
 ROUTES = {"seed": ("cold", "warm"), "gpt": ("cold", "warm", "mega-cache", "regional")}
 #: Relative tolerance on per-step loss agreement between compiled and eager, by dtype.
 LOSS_RTOL = {"float32": 1e-3, "bf16": 5e-2}
-#: The seed write-up's claim: without compile, pretraining is 15-25% slower.
+#: The original write-up's claim: without compile, pretraining is 15-25% slower.
 CLAIM = (1.15, 1.25)
+#: How a verdict names each workload ("seed" is the CLI's name for the write-up's model).
+WORKLOAD_LABELS = {"seed": "workshop model", "gpt": "GPT"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,7 +173,9 @@ def _graphs() -> dict[str, int]:
     from torch._dynamo.utils import counters
 
     return {"unique_graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values()))}
+            "graph_breaks": int(sum(counters["graph_break"].values())),
+            "cache_hits": int(counters["aot_autograd"]["autograd_cache_hit"]),  # compiled graphs found in a cache
+            "cache_misses": int(counters["aot_autograd"]["autograd_cache_miss"])}
 
 
 def warm_up(runner: Runner, steps: int) -> dict[str, Any]:
@@ -255,7 +259,8 @@ def _row(p: Profile, route: str, variant: str, dtype: str, mode: str, task: Task
             "p75_ms": q[2] * 1e3, f"{task.unit}_per_s": task.items_per_step / med, "achieved_tflops":
             task.flops_per_step / med / 1e12, "loss_max_rel_diff": diff, "loss_rtol": LOSS_RTOL.get(dtype, 1e-3),
             "loss_agrees": diff <= LOSS_RTOL.get(dtype, 1e-3), "graph_breaks": warm[mode]["graph_breaks"],
-            "recompiles": warm[mode]["recompiles"], "peak_mem_mb": warm[mode]["peak_mem_mb"],
+            "recompiles": warm[mode]["recompiles"], "cache_hits": warm[mode]["cache_hits"],
+            "cache_misses": warm[mode]["cache_misses"], "peak_mem_mb": warm[mode]["peak_mem_mb"],
             "eager_times_s": times[EAGER], "times_s": times[mode]}
 
 
@@ -315,12 +320,13 @@ def pool(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame
 
 
 def verdict(table: pd.DataFrame, claim: tuple[float, float] = CLAIM) -> list[str]:
-    """One sentence per compiled mode on the seed's claim (compile is 1.15-1.25x faster),
+    """One sentence per compiled mode on the original write-up's claim (compile is 1.15-1.25x faster),
     carrying the interval; "no measurable difference" when the interval covers 1.0."""
     lines = []
     first = table.drop_duplicates(["workload", "variant", "dtype", "mode"])
     for _, r in first[first["mode"] != EAGER].iterrows():
-        what = f"{r['workload']}{'' if r['variant'] == '-' else ' ' + r['variant']} {r['dtype']} {r['mode']}"
+        name = WORKLOAD_LABELS.get(r["workload"], r["workload"])
+        what = f"{name}{'' if r['variant'] == '-' else ' ' + r['variant']} {r['dtype']} {r['mode']}"
         ci = f"{r['speedup']:.2f}x (95% interval {r['ci_low']:.2f}-{r['ci_high']:.2f})"
         if r["ci_low"] <= 1.0 <= r["ci_high"]:
             lines.append(f"{what}: {ci}: no measurable difference from eager; the claimed "
@@ -441,6 +447,13 @@ def _run_route(route: str, prof: Profile, dev: torch.device, caches: dict[str, P
     return json.loads(result.read_text()), ""
 
 
+def _compiled_libraries() -> set[str]:
+    """The shared libraries (compiled C++ kernels, Triton launchers) in this process's Inductor cache."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return {str(p) for p in Path(cache_dir()).rglob("*.so")}
+
+
 def worker(route: str, workload: str, profile: str, device: str, result: Path, artifacts: Path) -> None:
     """Inside a route's fresh process: measure, save or load the mega-cache, write JSON."""
     dev = resolve_device(device)
@@ -448,7 +461,10 @@ def worker(route: str, workload: str, profile: str, device: str, result: Path, a
     if route == "mega-cache":
         info = torch.compiler.load_cache_artifacts(artifacts.read_bytes())
         print(f"mega-cache: loaded {artifacts.stat().st_size} bytes of artifacts ({info})")
+    libraries = _compiled_libraries()
     rows, steps = measure(prof, route, dev)
+    built = len(_compiled_libraries() - libraries)  # what this process had to compile with g++ (CPU) or Triton
+    rows = [{**r, "libraries_built": built if r["mode"] != EAGER else 0} for r in rows]
     if route == "cold" and "mega-cache" in ROUTES[workload]:
         saved = torch.compiler.save_cache_artifacts()
         if saved is not None:

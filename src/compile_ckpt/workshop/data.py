@@ -1,4 +1,4 @@
-"""Deterministic synthetic data: the seed's multimodal regression task, and token streams
+"""Deterministic synthetic data: the original write-up's multimodal regression task, and token streams
 for the GPT pretraining workload. Both have a learnable signal, so losses fall."""
 
 from __future__ import annotations

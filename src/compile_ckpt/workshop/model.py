@@ -1,4 +1,4 @@
-"""The workshop model (the seed's shape: a Conv1d branch over a multichannel signal, an MLP
+"""The workshop model (the original write-up's shape: a Conv1d branch over a multichannel signal, an MLP
 branch over tabular features, a regression head; keys like ``cnn_layers.0.weight``), and one
 place that wraps a model every way the lessons and tests need."""
 

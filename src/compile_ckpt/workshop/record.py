@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 MIME = "application/vnd.compile-ckpt.record+json"
+#: The tag of a notebook's trailing cells that record values for the tests: collapsed in
+#: JupyterLab, left out of the runner's HTML pages, kept out of the lesson cells.
+TAG = "record"
 #: Values recorded in this process when there is no IPython kernel to display them.
 RECORDED: dict[str, Any] = {}
 
@@ -53,6 +56,12 @@ def record(name: str, value: Any) -> None:
         RECORDED[name] = plain
         return
     display({MIME: {"name": name, "value": plain}, "text/plain": ""}, raw=True)
+
+
+def record_all(**values: Any) -> None:
+    """``record(name, value)`` for each keyword: a notebook's one trailing recording cell."""
+    for name, value in values.items():
+        record(name, value)
 
 
 def read_records(notebook: str | Path | Mapping[str, Any]) -> dict[str, Any]:

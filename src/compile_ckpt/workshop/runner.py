@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .record import MIME, RECORDED, read_records
+from .record import TAG as RECORD_TAG
 
 SCHEMA = "compile-ckpt/run-summary/1"
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
@@ -220,7 +221,7 @@ def _fmt(v: Any) -> str:
 
 def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
     """``index.html``: the summary table and, per executed notebook, an HTML page of what a
-    learner sees (record outputs, which are empty, left out)."""
+    learner sees (the trailing cells tagged ``record`` and their outputs left out)."""
     import html
 
     import nbformat
@@ -231,6 +232,7 @@ def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
         link = html.escape(r.name)
         if Path(r.output).exists():
             nb = nbformat.read(r.output, as_version=4)
+            nb.cells = [c for c in nb.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
             for cell in nb.cells:
                 cell["outputs"] = [o for o in cell.get("outputs", []) if MIME not in o.get("data", {})]
             body, _ = HTMLExporter().from_notebook_node(nb)

@@ -16,7 +16,7 @@ from ..checkpoint import WRAPPER_SEGMENTS, CheckpointError, load_checkpoint
 from .distributed import single_process_group
 from .model import TINY_CONFIG, WRAPPINGS, build_model, wrap
 
-LOADERS = ("plain load_state_dict", "strip leading '_orig_mod.' (the seed's fix)", "load_checkpoint")
+LOADERS = ("plain load_state_dict", "strip leading '_orig_mod.' (the original fix)", "load_checkpoint")
 _GROUP: Any = None
 
 
