@@ -124,6 +124,9 @@ def check_05(r: dict[str, Any]) -> None:
     assert compiled["warm"]["libraries_built"] == 0
     if not GPU:
         assert compiled["mega-cache"]["libraries_built"] == compiled["cold"]["libraries_built"]
+        # the CPU probe is timed once, apart, by the cold route; the other new caches start from its answer
+        assert compiled["cold"]["cpu_probe_s"] > 0 and compiled["mega-cache"]["cpu_probe_s"] == 0
+        assert any("probe of this CPU" in line for line in r["takeaway"])
     assert all("graph_breaks" in row and "recompiles" in row for row in rows)
     assert r["takeaway"][0].startswith("Compiling the workshop model") and any("cold cache" in x for x in r["takeaway"])
     assert r["regional_keys_have_orig_mod"] and r["regional_inplace_keys_clean"] and r["regional_roundtrip_ok"]

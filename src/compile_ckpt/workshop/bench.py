@@ -13,7 +13,10 @@ measurement runs in a fresh process per *route*: ``cold`` (a new Inductor cache)
 (the cold run's cache: FX-graph and AOTAutograd hits), ``mega-cache`` (a new cache, primed with
 ``torch.compiler.load_cache_artifacts`` from what the cold run saved with
 ``save_cache_artifacts``) and, for ``gpt``, ``regional`` (a new cache; each transformer block
-compiled with ``block.compile()`` instead of the whole model).
+compiled with ``block.compile()`` instead of the whole model). On a CPU, the first compile in an
+empty cache also probes the CPU's vector instructions (seconds of test compiles, once per cache
+directory): the cold route times that probe apart (``cpu_probe_s``) before its first step, and
+the other new caches start from its result, so each first step is the model's compile alone.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ from .gpt import GPTConfig, build_gpt, flops_per_token
 from .model import ModelConfig, build_model
 
 EAGER, REGIONAL = "eager", "regional"
+#: Where the cold route leaves a cache holding only Inductor's probe of this CPU, for the other
+#: fresh caches to start from: the probe is the machine's, once per cache directory, not the model's.
+CPU_PROBE = "cpu-probe-cache"
 ROUTES = {"seed": ("cold", "warm"), "gpt": ("cold", "warm", "mega-cache", "regional")}
 #: Relative tolerance on per-step loss agreement between compiled and eager, by dtype.
 LOSS_RTOL = {"float32": 1e-3, "bf16": 5e-2}
@@ -431,6 +437,8 @@ def _run_route(route: str, prof: Profile, dev: torch.device, caches: dict[str, P
                left: float) -> tuple[dict[str, Any], str]:
     """One route in a fresh process; its result and, if it did not finish, why."""
     cache = caches["shared"] if route in ("cold", "warm") else Path(tempfile.mkdtemp(dir=caches["fresh"]))
+    if route not in ("cold", "warm") and (caches["fresh"] / CPU_PROBE).is_dir():  # the machine's probe, not the model's
+        shutil.copytree(caches["fresh"] / CPU_PROBE, cache, dirs_exist_ok=True)
     result = caches["fresh"] / f"route-{route}.json"  # temporary, like the mega-cache bytes: not results
     cmd = [sys.executable, "-m", "compile_ckpt.workshop.bench", "--worker", route, "--workload", prof.workload,
            "--profile", prof.name, "--device", str(dev), "--out", str(result),
@@ -447,6 +455,19 @@ def _run_route(route: str, prof: Profile, dev: torch.device, caches: dict[str, P
     return json.loads(result.read_text()), ""
 
 
+def _probe_cpu(keep: Path) -> float:
+    """Seconds Inductor takes to probe this CPU's vector instructions (it compiles a test program
+    per instruction set, once per cache directory); a copy of that cache goes to ``keep``."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    t0 = time.perf_counter()
+    pick_vec_isa()
+    seconds = time.perf_counter() - t0
+    shutil.copytree(cache_dir(), keep, dirs_exist_ok=True)
+    return seconds
+
+
 def _compiled_libraries() -> set[str]:
     """The shared libraries (compiled C++ kernels, Triton launchers) in this process's Inductor cache."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
@@ -461,10 +482,12 @@ def worker(route: str, workload: str, profile: str, device: str, result: Path, a
     if route == "mega-cache":
         info = torch.compiler.load_cache_artifacts(artifacts.read_bytes())
         print(f"mega-cache: loaded {artifacts.stat().st_size} bytes of artifacts ({info})")
+    probe_s = _probe_cpu(artifacts.parent / CPU_PROBE) if route == "cold" and dev.type == "cpu" else 0.0
     libraries = _compiled_libraries()
     rows, steps = measure(prof, route, dev)
     built = len(_compiled_libraries() - libraries)  # what this process had to compile with g++ (CPU) or Triton
-    rows = [{**r, "libraries_built": built if r["mode"] != EAGER else 0} for r in rows]
+    rows = [{**r, "libraries_built": built if r["mode"] != EAGER else 0,
+             "cpu_probe_s": probe_s if r["mode"] != EAGER else 0.0} for r in rows]
     if route == "cold" and "mega-cache" in ROUTES[workload]:
         saved = torch.compiler.save_cache_artifacts()
         if saved is not None:
