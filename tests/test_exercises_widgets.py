@@ -43,6 +43,8 @@ def test_solutions_pass_stubs_do_not_and_labels_match_the_notebooks(solutions, n
     source = "".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"])
     assert label and label.group(1) == notebook.stem and f"Exercise {number}" in source
     assert f"def {answer}(" in source and check in source
+    assert f'exercises.reveal("{number}")' in source  # the reveal the notebook and the guide name
+    assert f'exercises.reveal("{number}")' in (ROOT / "notebooks" / "README.md").read_text()
 
 
 def _resume_file(**names):
