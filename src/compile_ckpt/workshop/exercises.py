@@ -9,7 +9,6 @@ names that hold the right state); so does one using the library.
 from __future__ import annotations
 
 import ast
-import pickle
 import tempfile
 import traceback
 from collections.abc import Callable, Mapping
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import load_checkpoint
+from ..checkpoint import CheckpointError, UnsafeCheckpointError, find_state_dicts, load_checkpoint, read_checkpoint
 from .distributed import single_process_group
 from .env import shipped
 from .model import TINY_CONFIG, build_model, same_predictions, wrap
@@ -55,26 +54,14 @@ def _checked(name: str, body: Callable[[], list[str]]) -> tuple[bool, str]:
 
 
 def _load_safely(path: Path) -> tuple[Any, str]:
-    """``torch.load(path, weights_only=True)``, or why it refused."""
+    """The file as the library reads it (``weights_only=True``), or why it could not be read."""
     try:
-        return torch.load(path, weights_only=True), ""
-    except pickle.UnpicklingError as exc:
-        detail = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line), "")
-        return None, ("torch.load(weights_only=True) refuses the file: it holds pickled objects, not just tensors "
-                      f"(torch.save(model) pickles the module itself). Save a state_dict(). {detail}")
-    except Exception as exc:  # noqa: BLE001 - an empty, missing or torn file
-        return None, f"the file could not be read with torch.load(weights_only=True): {type(exc).__name__}: {exc}"
-
-
-def _is_tensor_dict(value: Any) -> bool:
-    return isinstance(value, Mapping) and bool(value) and all(isinstance(v, torch.Tensor) for v in value.values())
-
-
-def _tensor_dicts(obj: Any) -> list[dict[str, Any]]:
-    """Every dict of tensors in a loaded file: the file itself, or one level down."""
-    if _is_tensor_dict(obj):
-        return [dict(obj)]
-    return [dict(v) for v in obj.values() if _is_tensor_dict(v)] if isinstance(obj, Mapping) else []
+        return read_checkpoint(path), ""
+    except UnsafeCheckpointError as exc:
+        return None, ("the file holds pickled objects, not just tensors: torch.save(model) pickles the module "
+                      f"itself; save a state_dict(). ({exc})")
+    except CheckpointError as exc:  # missing, empty, torn
+        return None, f"the file could not be read: {exc}"
 
 
 def check_portable_save(save: Callable[[nn.Module, Path], None]) -> tuple[bool, str]:
@@ -88,7 +75,7 @@ def check_portable_save(save: Callable[[nn.Module, Path], None]) -> tuple[bool, 
             obj, err = (None, err) if err else _load_safely(path)
         if err:
             return [err]
-        candidates = _tensor_dicts(obj)
+        candidates = list(find_state_dicts(obj).values())
         if not candidates:
             return [f"the file holds no state dict (a dict of tensors); it holds a {type(obj).__name__}"]
         errors = []
@@ -196,7 +183,7 @@ def _find_states(obj: Any) -> dict[str, Any]:
                 found.setdefault(kind(value), value)
             elif "epoch" in str(name).lower() and isinstance(value, int) and not isinstance(value, bool):
                 found.setdefault("epoch", value)
-    models = _tensor_dicts(obj)
+    models = list(find_state_dicts(obj).values())
     if models:
         found["model"] = models[0]
     return found
