@@ -142,7 +142,8 @@ def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None
     """Seconds to hash the model, to save it with and without SHA-256 checksums, and to load it
     verifying them or not; interleaved repeats, medians with [min-max]. A difference whose
     ranges overlap is reported as none (saving is dominated by the disk's noise)."""
-    from compile_ckpt import load_checkpoint, save_checkpoint, tensor_checksum
+    from compile_ckpt import load_checkpoint, save_checkpoint
+    from compile_ckpt.integrity import tensor_checksum
 
     model, target = build(n_layers), build(n_layers)
     times: dict[str, list[float]] = {k: [] for k in ("hash", "save", "save+sha256", "load", "load+verify")}

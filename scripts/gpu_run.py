@@ -4,9 +4,10 @@
 2. ``gpt``: the GPT workload (GPT-2 small, bf16, hand-written and SDPA attention), eager against
    ``default`` and ``reduce-overhead``, compile latency four ways (cold, warm, mega-cache,
    regional): ``gpt/``;
-3. ``notebook06``: notebook 06's own cells run as plain Python with ``device="cuda"`` (the
-   CUDA-graph failure pattern and its fixes, activation-checkpointing memory):
-   ``cudagraphs.json`` and ``activation_checkpointing.json``, the records notebook 06 shows;
+3. ``notebook06``: notebook 06's own code cells run as plain Python (a GPU image has no
+   Jupyter) with ``device="cuda"`` (the CUDA-graph failure pattern and its fixes,
+   activation-checkpointing memory): ``cudagraphs.json`` and ``activation_checkpointing.json``,
+   the records notebook 06 shows;
 4. ``seed``: the seed's model, float32 (on TF32 tensor cores) and bf16, eager, ``default`` and
    ``reduce-overhead``, cold and warm: ``seed/``;
 5. ``autotune``: ``max-autotune-no-cudagraphs`` on the seed's model, cold and warm: minutes of
@@ -17,15 +18,18 @@ phase runs in child processes that are killed, with everything they started, whe
 runs out; a phase with less than its minimum left is skipped. ``phases.json`` says what each
 phase did and how long it took. Exit code 0 only when every chosen phase completed.
 
-Needs only what a GPU image has (torch, pandas, tqdm, PyYAML); no Jupyter, no network.
+Needs only what a GPU image has (torch, pandas, tqdm, psutil, PyYAML: what the workshop
+package needs to import); no Jupyter, no network, whatever ``PYTHONPATH`` it inherits.
 ``--device cpu`` with ``--smoke`` runs the same path on a CPU in about a minute (the tests do).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,9 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from compile_ckpt.checkpoint import atomic_write  # noqa: E402
+from compile_ckpt import atomic_write  # noqa: E402
 from compile_ckpt.workshop import bench  # noqa: E402
 from compile_ckpt.workshop.env import resolve_device, run_process, versions  # noqa: E402
+from compile_ckpt.workshop.record import RECORDED  # noqa: E402
+from compile_ckpt.workshop.runner import load_parameter_files, plan  # noqa: E402
 
 log = logging.getLogger("gpu_run")
 #: A phase starts only with at least this many seconds of the budget left.
@@ -48,11 +54,20 @@ def _write(path: Path, obj: object) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
 
 
+def _child_env() -> dict[str, str]:
+    """The environment of a phase's processes: this checkout's ``src`` first, whatever
+    ``PYTHONPATH`` was inherited (an installed compile_ckpt must not shadow this one)."""
+    inherited = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
+                                                         *([inherited] if inherited else [])])}
+
+
 def _routes(workload: str, profile: str, folder: Path, device: str, left: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "compile_ckpt", "bench", "--workload", workload, "--profile", profile,
-           "--device", device, "--cold-warm", "--budget-s", str(max(left - 5, 1)), "--out", str(folder)]
-    code, output = run_process(cmd, timeout=left, env={"PYTHONPATH": str(ROOT / "src"), **_env()})
-    (folder / "run.log").parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "compile_ckpt", "bench", "--workload", workload, "--profile",
+           profile, "--device", device, "--cold-warm", "--budget-s", str(max(left - 5, 1)),
+           "--out", str(folder)]
+    code, output = run_process(cmd, timeout=left, env=_child_env())
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.log").write_text(output)
     if code not in (0, 1):
         raise RuntimeError(f"bench exited {code}:\n{output[-2000:]}")
@@ -60,30 +75,50 @@ def _routes(workload: str, profile: str, folder: Path, device: str, left: float)
     return {"incomplete": env.get("incomplete", [])}
 
 
+def run_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Run a notebook's code cells as plain Python in this process, in its folder, and return
+    what it recorded. ``%%writefile PATH`` cells write their file; ``display`` prints."""
+    cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code"]
+    namespace: dict[str, Any] = {"__name__": "__main__", "display": lambda *objs: print(*objs)}
+    RECORDED.clear()
+    os.chdir(notebook.parent)
+    for i, cell in enumerate(cells):
+        source = "".join(cell["source"])
+        if source.startswith("%%writefile"):
+            line, _, body = source.partition("\n")
+            target = eval(f"f{line.split(None, 1)[1]!r}", namespace)  # noqa: S307 - {var} paths
+            Path(target).write_text(body + "\n")
+            continue
+        exec(compile(source, f"{notebook.name}[{i}]", "exec"), namespace)  # noqa: S102
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            namespace.update(parameters)
+    return dict(RECORDED)
+
+
 def _notebook06(out: Path, device: str, left: float, smoke: bool) -> dict[str, Any]:
-    params = ROOT / "notebooks" / "params" / ("smoke.yaml" if smoke else "gpu.yaml")
-    cmd = [sys.executable, "-m", "compile_ckpt.workshop.runner", "--no-jupyter", "--only", "06",
-           "--notebooks", str(ROOT / "notebooks"), "-f", str(params), "-p", "device", device,
-           "--out", str(out / "notebook06")]
-    code, output = run_process(cmd, timeout=left, env={"PYTHONPATH": str(ROOT / "src"), **_env()})
-    (out / "notebook06").mkdir(parents=True, exist_ok=True)
-    (out / "notebook06" / "run.log").write_text(output)
-    summary = json.loads((out / "notebook06" / "summary.json").read_text())
-    run = summary["notebooks"][0]
-    if run["status"] != "ok":
-        raise RuntimeError(f"notebook 06 {run['status']}: {run['error'][-2000:]}")
-    records = run["records"]
-    if records.get("cudagraphs_ran_here"):  # only a GPU run replaces the committed CUDA-graph record
-        _write(out / "cudagraphs.json", {**records["cudagraphs"], "measured_utc": summary["finished_utc"]})
-    _write(out / "activation_checkpointing.json", {**records["activation_checkpointing"],
-                                                   "measured_utc": summary["finished_utc"]})
-    return {"incomplete": [] if code == 0 else [f"runner exited {code}"]}
-
-
-def _env() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
+    notebook = ROOT / "notebooks" / "06_pitfalls_and_scaling_out.ipynb"
+    files = load_parameter_files([str(ROOT / "notebooks" / "params" /
+                                      ("smoke.yaml" if smoke else "gpu.yaml"))])
+    [(_, params, why)] = plan([notebook], files, {"device": device})
+    if params is None:
+        raise RuntimeError(f"notebook 06 cannot run: {why}")
+    folder = out / "notebook06"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, __file__, "--run-cells", str(notebook), "--parameters",
+           json.dumps(params), "--out", str(folder / "records.json")]
+    code, output = run_process(cmd, timeout=left, env={**_child_env(), "COMPILE_CKPT_WORKDIR":
+                                                       str(folder / "artifacts")})
+    (folder / "run.log").write_text(output)
+    if code != 0:
+        raise RuntimeError(f"notebook 06 failed (exit {code}):\n{output[-2000:]}")
+    records = json.loads((folder / "records.json").read_text())
+    measured = {"measured_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+    if records.get("cudagraphs_ran_here"):  # only a GPU run replaces the committed record
+        _write(out / "cudagraphs.json", {**records["cudagraphs"], **measured})
+    _write(out / "activation_checkpointing.json",
+           {**records["activation_checkpointing"], **measured})
+    return {"incomplete": []}
 
 
 def main() -> int:
@@ -93,7 +128,13 @@ def main() -> int:
     ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}")
     ap.add_argument("--budget-s", type=float, default=3 * 3600, help="wall-clock budget for the whole script")
     ap.add_argument("--smoke", action="store_true", help="the cpu-smoke profiles and smoke parameters (CPU tests)")
+    ap.add_argument("--run-cells", type=Path, help=argparse.SUPPRESS)  # notebook06's process
+    ap.add_argument("--parameters", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.run_cells:
+        records = run_cells(args.run_cells, json.loads(args.parameters))
+        _write(Path(args.out), records)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     chosen = [p.strip() for p in args.phases.split(",") if p.strip()]
     if sorted(set(chosen) - set(PHASES)):

@@ -1,5 +1,5 @@
 """record/read_records, and the runner's rules: parameters, exit codes, a summary that tells
-the truth, and running a notebook without Jupyter."""
+the truth, and a kernel that leaves the caller's environment as it was."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from compile_ckpt.workshop.runner import (
     main,
     parameters_cell,
     plan,
-    run_cells,
     run_notebook,
 )
 
@@ -136,19 +135,6 @@ def test_main_exit_codes_for_what_cannot_run(tmp_path, capsys):
     (tmp_path / "afile").write_text("")
     assert main(["--notebooks", str(folder), "--out", str(tmp_path / "afile" / "x")]) == 2
     assert "cannot write the output folder" in capsys.readouterr().err
-
-
-def test_run_cells_without_jupyter(tmp_path):
-    path = notebook(tmp_path, body="")
-    nb = nbformat.read(path, as_version=4)
-    nb.cells[2].source = "target = __import__('pathlib').Path('job.py')"
-    nb.cells.append(nbformat.v4.new_code_cell("%%writefile {target}\nprint('hello')"))
-    nb.cells.append(nbformat.v4.new_code_cell(RECORD + "display('shown')\nrecord('n', n)\n"
-                                              "record('job', open('job.py').read())"))
-    nbformat.write(nb, path)
-    assert run_cells(path, {"n": 7}) == {"n": 7, "job": "print('hello')\n"}
-    with pytest.raises(RunnerError, match="unknown parameter"):
-        run_cells(path, {"m": 1})
 
 
 @pytest.mark.slow

@@ -1,13 +1,78 @@
 """compile_ckpt: save and load PyTorch checkpoints whatever wraps the model.
 
-The library is :mod:`compile_ckpt.checkpoint` (torch and the standard library only); its
-public names are re-exported here, and ``compile-ckpt`` (:mod:`compile_ckpt.cli`) is its
-command line. Importing this package never imports the workshop: the notebooks' helpers live
-in :mod:`compile_ckpt.workshop`, which needs the ``workshop`` extra.
+The library imports torch and the standard library only, one concern a module, each built
+only on those before it:
+
+- :mod:`~compile_ckpt.keys`: wrapper segments in keys and how to take them out (stands alone:
+  the file to copy into a trainer);
+- :mod:`~compile_ckpt.errors`: every failure, named; :mod:`~compile_ckpt.devices`: whether a
+  device is here;
+- :mod:`~compile_ckpt.integrity`: checksums; :mod:`~compile_ckpt.atomic`: atomic writes;
+- :mod:`~compile_ckpt.formats`: ``.pt`` and ``.safetensors``; :mod:`~compile_ckpt.layout`:
+  where state dicts, optimizer and scheduler state sit in a file;
+- :mod:`~compile_ckpt.report`, :mod:`~compile_ckpt.save`, :mod:`~compile_ckpt.load`: the entry
+  points; :mod:`~compile_ckpt.cli`: ``compile-ckpt``.
+
+Importing this package never imports the workshop (:mod:`compile_ckpt.workshop`, the
+notebooks' helpers, which need the ``workshop`` extra).
 """
 
-from . import checkpoint as _checkpoint
-from .checkpoint import *  # noqa: F403 - exactly checkpoint.__all__
+from .atomic import atomic_write
+from .errors import (
+    CheckpointCollisionError,
+    CheckpointDeviceError,
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
+    CheckpointWriteError,
+    ChecksumMismatchError,
+    CorruptCheckpointError,
+    UnsafeCheckpointError,
+    UnsupportedContentError,
+)
+from .formats import FORMAT, read_checkpoint
+from .keys import (
+    WRAPPER_SEGMENTS,
+    KeyCollisionError,
+    Rename,
+    canonical_fqn,
+    clean_state_dict,
+    unwrap_model,
+    wrapper_paths,
+)
+from .layout import find_state_dicts
+from .load import from_checkpoint, load_checkpoint
+from .report import LoadReport
+from .save import save_checkpoint
 
 __version__ = "0.2.0"
-__all__ = [*_checkpoint.__all__, "__version__"]
+#: The documented API (README, "The library's API"); everything else is reached by its module.
+__all__ = [
+    "FORMAT",
+    "WRAPPER_SEGMENTS",
+    "CheckpointCollisionError",
+    "CheckpointDeviceError",
+    "CheckpointError",
+    "CheckpointFormatError",
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointWriteError",
+    "ChecksumMismatchError",
+    "CorruptCheckpointError",
+    "KeyCollisionError",
+    "LoadReport",
+    "Rename",
+    "UnsafeCheckpointError",
+    "UnsupportedContentError",
+    "atomic_write",
+    "canonical_fqn",
+    "clean_state_dict",
+    "find_state_dicts",
+    "from_checkpoint",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "unwrap_model",
+    "wrapper_paths",
+]

@@ -21,19 +21,20 @@ from typing import Any
 
 import torch
 
-from .checkpoint import (
+from .atomic import atomic_write
+from .errors import CheckpointError, UnsupportedContentError
+from .formats import read_checkpoint
+from .integrity import content_digest
+from .keys import WRAPPER_SEGMENTS, Rename, clean_state_dict, describe_renames
+from .layout import (
     BARE,
-    WRAPPER_SEGMENTS,
-    CheckpointError,
-    UnsupportedContentError,
-    _state_dict_paths,
-    atomic_write,
-    clean_state_dict,
-    content_digest,
+    OPTIMIZER_KEYS,
+    SCHEDULER_KEYS,
     find_state_dicts,
-    read_checkpoint,
-    save_checkpoint,
+    first_entry,
+    locate_state_dicts,
 )
+from .save import save_checkpoint
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 JSON_LIMIT = 64 * 1024  # characters of --json output, at most
@@ -107,9 +108,8 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
     top = [str(k) for k in obj] if isinstance(obj, dict) and BARE not in found else []
     return {"path": str(path), "state_dicts": {name: _describe(sd) for name, sd in found.items()},
             "top_level_keys": top,
-            "optimizer_state": any(k in top for k in ("optimizer_state_dict", "optimizer", "optimizer_states")),
-            "scheduler_state": any(k in top for k in ("scheduler_state_dict", "lr_scheduler", "scheduler",
-                                                       "lr_schedulers")),
+            "optimizer_state": bool(top) and first_entry(obj, OPTIMIZER_KEYS)[1] is not None,
+            "scheduler_state": bool(top) and first_entry(obj, SCHEDULER_KEYS)[1] is not None,
             "checksums": bool(isinstance(obj, dict) and obj.get("sha256")),
             "metadata": obj.get("metadata", {}) if isinstance(obj, dict) and BARE not in found else {}}
 
@@ -133,32 +133,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _set(obj: Any, where: tuple[str, ...], value: Any) -> Any:
-    """A copy of ``obj`` with the entry at ``where`` replaced (the input is not mutated)."""
+def _replaced_at(obj: Any, where: tuple[str, ...], value: Any) -> Any:
+    """A copy of ``obj`` with the entry at the path of keys ``where`` replaced (no mutation)."""
     if not where:
         return value
-    return {**obj, where[0]: _set(obj[where[0]], where[1:], value)}
+    return {**obj, where[0]: _replaced_at(obj[where[0]], where[1:], value)}
 
 
-def _clean_all(obj: Any) -> tuple[Any, dict[str, Any]]:
-    """Clean every state dict in ``obj``; return the new object and the report of each."""
-    reports: dict[str, Any] = {}
-    for where, sd in _state_dict_paths(obj).items():
-        cleaned, report = clean_state_dict(sd)
-        name = ".".join(where) or BARE
-        reports[name] = report
-        obj = _set(obj, where, cleaned)
+def _clean_all(obj: Any) -> tuple[Any, dict[str, list[Rename]]]:
+    """Clean every state dict in ``obj``; return the new object and the renames of each."""
+    renames: dict[str, list[Rename]] = {}
+    for where, sd in locate_state_dicts(obj).items():
+        cleaned, renames[".".join(where) or BARE] = clean_state_dict(sd)
+        obj = _replaced_at(obj, where, cleaned)
         sums = obj.get("checksums") if isinstance(obj, dict) else None
-        if where == ("model_state_dict",) and isinstance(sums, Mapping):  # keep checksums keyed like the tensors
-            renamed = {r.source: r.target for r in report.renames}
-            obj = {**obj, "checksums": {renamed.get(k, k): v for k, v in sums.items()}}
+        if where == ("model_state_dict",) and isinstance(sums, Mapping):  # keyed like the tensors
+            new = {r.source: r.target for r in renames["model_state_dict"]}
+            obj = {**obj, "checksums": {new.get(k, k): v for k, v in sums.items()}}
     if isinstance(obj, dict) and obj.get("sha256"):  # the content changed: a new whole-content digest
         obj = {**{k: v for k, v in obj.items() if k != "sha256"}, "sha256": None}
         obj["sha256"] = content_digest({k: v for k, v in obj.items() if k != "sha256"})
-    return obj, reports
+    return obj, renames
 
 
-def _write_clean(args: argparse.Namespace, obj: Any, cleaned: Any) -> None:
+def _write_clean(args: argparse.Namespace, cleaned: Any) -> None:
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"OUT {out} is a directory; give a file path")
@@ -188,14 +186,15 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     if not args.dry_run and args.out is None:
         raise UsageError("OUT is required unless --dry-run")
     obj = read_checkpoint(args.path)
-    if not _state_dict_paths(obj):
+    if not locate_state_dicts(obj):
         raise CheckpointError("holds no state dict to clean", args.path)
-    cleaned, reports = _clean_all(obj)
-    renames = {name: [{"from": r.source, "to": r.target} for r in rep.renames] for name, rep in reports.items()}
+    cleaned, found = _clean_all(obj)
+    renames = {name: [{"from": r.source, "to": r.target} for r in rs] for name, rs in found.items()}
     if not args.dry_run:
-        _write_clean(args, obj, cleaned)
+        _write_clean(args, cleaned)
     if args.json:
-        print(dumps({"renames": renames, "summary": {n: str(r) for n, r in reports.items()},
+        print(dumps({"renames": renames, "summary": {n: "; ".join(describe_renames(rs))
+                                                     for n, rs in found.items()},
                      "dry_run": args.dry_run, "out": None if args.dry_run else str(args.out)}))
         return EXIT_OK
     for name, rows in renames.items():

@@ -27,14 +27,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def single_process_group() -> Iterator[None]:
-    """A gloo process group of world size 1 (so DDP can wrap a model in one process);
-    reuses one that is already initialised."""
+    """Inside: a gloo process group of world size 1 (so DDP can wrap a model in one process),
+    rendezvous through an in-memory store: no port, no environment variable. One that is
+    already initialised is used as it is; one made here is destroyed on exit."""
     if dist.is_initialized():
         yield
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ["MASTER_PORT"] = str(free_port())
-    dist.init_process_group("gloo", rank=0, world_size=1)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     try:
         yield
     finally:

@@ -17,23 +17,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import torch
+
+from ..devices import device_problem
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` takes CUDA when present, else CPU; an explicit CUDA device that this
-    machine does not have raises a RuntimeError that says so."""
+    """``"auto"`` takes CUDA when present, else CPU; a device this machine does not have
+    raises a RuntimeError that says so."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(
-                f"device={str(device)!r} was asked for, but this machine has no CUDA GPU "
-                f"(torch {torch.__version__}, cuda build: {torch.version.cuda}). Use device='auto' or 'cpu'.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise RuntimeError(f"device={str(device)!r}: only {torch.cuda.device_count()} GPU(s)")
-    return dev
+    problem = device_problem(device)  # raises ValueError for a name that is no device
+    if problem:
+        raise RuntimeError(f"device={problem}. Use device='auto' or 'cpu'.")
+    return torch.device(device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -79,42 +77,17 @@ def shipped(kind: str) -> Path:
     return repo / ("results" if kind == "results" else "notebooks/solutions")
 
 
-def _descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid``, read from /proc (Linux), for when psutil is missing."""
-    parent: dict[int, int] = {}
-    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else []:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (entry / "stat").read_text()
-            parent[int(entry.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
-    found, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parent.items() if pp in frontier]
-        found += kids
-        frontier = kids
-    return found
-
-
 def kill_process_tree(pid: int) -> None:
     """Kill a process and every descendant, wherever their sessions are (torchrun puts its
-    workers in sessions of their own), then whatever is left in the group ``pid`` leads.
-    Descendants are found with psutil when it is installed, else from /proc."""
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is None:
-        for p in [*_descendants(pid), pid]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, signal.SIGKILL)
-    else:
-        procs = []
+    workers in sessions of their own), then whatever is left in the group ``pid`` leads."""
+    procs = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        procs = [*root.children(recursive=True), root]
+    for p in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(pid)
-            procs = [*root.children(recursive=True), root]
-        for p in procs:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(procs, timeout=10)
+            p.kill()
+    psutil.wait_procs(procs, timeout=10)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
@@ -160,9 +133,10 @@ def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | 
     gets SIGKILL from the kernel.
     """
     with tempfile.TemporaryFile("w+") as logfile:
+        linux = platform.system() == "Linux"
         proc = subprocess.Popen(list(cmd), stdout=logfile, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True, env=dict(env) if env is not None else None,
-                                preexec_fn=_die_with_parent if platform.system() == "Linux" else None)
+                                preexec_fn=_die_with_parent if linux else None)
         try:
             with kill_tree_on_signals(proc.pid):
                 proc.wait(timeout=max(timeout, 0.0))

@@ -18,7 +18,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checkpoint import CheckpointError, UnsafeCheckpointError, find_state_dicts, load_checkpoint, read_checkpoint
+from .. import CheckpointError, UnsafeCheckpointError, find_state_dicts, load_checkpoint
+from .. import read_checkpoint
+from ..layout import is_optimizer_state, is_scheduler_state
 from .distributed import single_process_group
 from .env import shipped
 from .model import TINY_CONFIG, build_model, same_predictions, wrap
@@ -170,9 +172,8 @@ def _find_states(obj: Any) -> dict[str, Any]:
     tensors, an optimizer state (``state`` and ``param_groups``), a scheduler state
     (``last_epoch``), and an epoch (an int under a name with "epoch" in it)."""
     def kind(value: Any) -> str:
-        if isinstance(value, Mapping) and {"state", "param_groups"} <= set(value):
-            return "optimizer"
-        return "scheduler" if isinstance(value, Mapping) and "last_epoch" in value else ""
+        return ("optimizer" if is_optimizer_state(value)
+                else "scheduler" if is_scheduler_state(value) else "")
 
     found: dict[str, Any] = {}
     places = [obj] + [v for v in obj.values() if isinstance(v, Mapping) and not kind(v)] \

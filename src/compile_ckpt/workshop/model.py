@@ -9,7 +9,7 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..checkpoint import unwrap_model
+from ..keys import unwrap_model
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,22 +1,19 @@
 """Execute the notebooks with papermill and summarise what they recorded.
 
 ``make run`` and the tests run notebooks through here, so a notebook runs the same way in
-both. Parameters come from the notebook's cell tagged ``parameters``, from YAML files
-(``-f notebooks/params/smoke.yaml``) and from ``-p NAME VALUE``; a name that no selected
-notebook defines, or a value of the wrong type, is refused before anything runs. Each run
-writes ``summary.json`` (schema :data:`SCHEMA`), ``summary.md``, ``index.html`` and one
-HTML page per notebook.
+both. Parameters come from the notebook's cell tagged ``parameters`` (read by papermill's own
+``inspect_notebook``), from YAML files (``-f notebooks/params/smoke.yaml``) and from ``-p NAME
+VALUE``; a name that no selected notebook defines, or a value of the wrong type, is refused
+before anything runs. Each run writes the files of :mod:`.summary`.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import dataclasses
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,10 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .record import MIME, RECORDED, read_records
-from .record import TAG as RECORD_TAG
+from .record import read_records
+from .summary import SCHEMA, NotebookRun, git_commit, write_index_html, write_summary
 
-SCHEMA = "compile-ckpt/run-summary/1"
+__all__ = ["SCHEMA", "NotebookRun", "RunnerError", "main", "notebooks_in", "parameters_cell",
+           "plan", "run_notebook", "this_python_kernel"]
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 KERNEL = "compile-ckpt"
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
@@ -39,23 +37,30 @@ class RunnerError(Exception):
 
 
 def parameters_cell(notebook: str | Path) -> dict[str, tuple[Any, str]]:
-    """``name -> (default, annotated type name)`` from the cell tagged ``parameters``; raises
-    ``ValueError`` naming the notebook if there is none, or it holds anything but literals."""
+    """``name -> (default, annotated type name)`` of the cell tagged ``parameters``, as
+    papermill inspects it; raises ``ValueError`` naming the notebook if there is not exactly
+    one such cell, or it holds anything but ``name: type = literal`` lines."""
+    import papermill as pm
+
     try:
-        nb = json.loads(Path(notebook).read_text(encoding="utf-8"))
+        cells = json.loads(Path(notebook).read_text(encoding="utf-8")).get("cells", [])
     except (OSError, ValueError) as exc:
         raise ValueError(f"{notebook}: not a readable notebook ({exc})") from None
-    cells = [c for c in nb.get("cells", []) if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if len(cells) != 1:
-        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(cells)}")
+    tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
     values: dict[str, tuple[Any, str]] = {}
-    for node in ast.parse("".join(cells[0]["source"])).body:
-        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
-            raise ValueError(f"{notebook}: parameters cell line {node.lineno}: write `name: type = literal`")
+    for name, p in pm.inspect_notebook(str(notebook)).items():
+        if p["inferred_type_name"] == "None":
+            raise ValueError(f"{notebook}: parameter {name!r}: write `name: type = literal`")
         try:
-            values[node.target.id] = (ast.literal_eval(node.value), ast.unparse(node.annotation))
-        except ValueError:
-            raise ValueError(f"{notebook}: parameter {node.target.id!r} is not a literal") from None
+            values[name] = (ast.literal_eval(p["default"]), p["inferred_type_name"])
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{notebook}: parameter {name!r} is not a literal") from None
+    for node in ast.parse("".join(tagged[0]["source"])).body:  # what papermill skips silently
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            raise ValueError(f"{notebook}: parameters cell line {node.lineno}: write `name: type "
+                             "= literal`")
     return values
 
 
@@ -78,9 +83,10 @@ def this_python_kernel() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="compile-ckpt-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / KERNEL
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
+        (spec / "kernel.json").write_text(json.dumps({  # figures inline, as in JupyterLab
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python (compile-ckpt)", "language": "python"}))
+            "display_name": "Python (compile-ckpt)", "language": "python",
+            "env": {"MPLBACKEND": INLINE_BACKEND}}))
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, *([old] if old else [])])
         try:
@@ -90,19 +96,6 @@ def this_python_kernel() -> Iterator[str]:
                 os.environ.pop("JUPYTER_PATH", None)
             else:
                 os.environ["JUPYTER_PATH"] = old
-
-
-@dataclasses.dataclass
-class NotebookRun:
-    """The outcome of one executed notebook."""
-
-    name: str
-    output: str
-    status: str  # ok, failed, stopped early, not run
-    wall_s: float
-    records: dict[str, Any]
-    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    error: str = ""
 
 
 def _unexecuted(output: Path) -> int:
@@ -121,7 +114,6 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[s
     parameters = dict(parameters or {})
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("MPLBACKEND", INLINE_BACKEND)
     t0 = time.perf_counter()
     status, error = "ok", ""
     try:
@@ -138,120 +130,6 @@ def run_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[s
     records = read_records(output) if output.exists() else {}
     return NotebookRun(notebook.stem, str(output), status, round(time.perf_counter() - t0, 1), records,
                        parameters, error)
-
-
-def run_cells(notebook: str | Path, parameters: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Run a notebook's code cells as plain Python in this process (no Jupyter: for a GPU image
-    that has only torch) and return what it recorded. ``%%writefile PATH`` cells write their
-    file; ``display`` prints."""
-    notebook = Path(notebook)
-    parameters = dict(parameters or {})
-    check_parameters(notebook, parameters)
-    nb = json.loads(notebook.read_text(encoding="utf-8"))
-    namespace: dict[str, Any] = {"__name__": "__main__", "display": lambda *objs: print(*objs)}
-    RECORDED.clear()
-    cwd = os.getcwd()
-    os.chdir(notebook.parent)
-    try:
-        for i, cell in enumerate(c for c in nb["cells"] if c["cell_type"] == "code"):
-            source = "".join(cell["source"])
-            if source.startswith("%%writefile"):
-                line, _, body = source.partition("\n")
-                Path(eval(f"f{line.split(None, 1)[1]!r}", namespace)).write_text(body + "\n")  # noqa: S307
-                continue
-            exec(compile(source, f"{notebook.name}[{i}]", "exec"), namespace)  # noqa: S102
-            if "parameters" in cell.get("metadata", {}).get("tags", []):
-                namespace.update(parameters)
-    finally:
-        os.chdir(cwd)
-    return dict(RECORDED)
-
-
-def _run_plain(notebook: Path, out: Path, parameters: dict[str, Any]) -> NotebookRun:
-    t0 = time.perf_counter()
-    try:
-        records, status, error = run_cells(notebook, parameters), "ok", ""
-    except Exception as exc:  # noqa: BLE001 - recorded in the summary
-        records, status, error = dict(RECORDED), "failed", f"{type(exc).__name__}: {str(exc)[-2000:]}"
-    return NotebookRun(notebook.stem, str(out / notebook.name), status, round(time.perf_counter() - t0, 1), records,
-                       parameters, error)
-
-
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except OSError:
-        return ""
-
-
-def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]) -> tuple[Path, Path]:
-    """``summary.json`` (schema :data:`SCHEMA`: run metadata, parameters, paths relative to the
-    run folder, every record) and ``summary.md`` (one row per notebook)."""
-    def rel(path: str) -> str:
-        return os.path.relpath(path, out_dir)
-
-    notebooks = [{**dataclasses.asdict(r), "output": rel(r.output), "html": rel(str(Path(r.output).with_suffix(
-        ".html")))} for r in runs]
-    js = out_dir / "summary.json"
-    js.write_text(json.dumps({"schema": SCHEMA, **meta, "notebooks": notebooks}, indent=2, default=str))
-    lines = ["# Notebook run summary", "", f"{meta['finished_utc']} UTC, commit {meta['git_commit'][:10] or '?'}, "
-             f"torch {meta['versions'].get('torch')}, {meta['device']}.", "",
-             "| notebook | status | wall time (s) | key recorded values |", "|---|---|---|---|"]
-    for r in runs:
-        keys = "; ".join(f"{k}={_fmt(v)}" for k, v in r.records.items() if _scalar(v)) or "-"
-        lines.append(f"| [{r.name}]({Path(r.output).with_suffix('.html').name}) | {r.status} | {r.wall_s:.1f} | "
-                     f"{keys} |")
-    failed = [r for r in runs if r.status != "ok"]
-    if failed:
-        lines += ["", "## Not ok", ""] + [f"- **{r.name}** ({r.status}): `{r.error[:500]}`" for r in failed]
-    md = out_dir / "summary.md"
-    md.write_text("\n".join(lines) + "\n")
-    return md, js
-
-
-def _scalar(v: Any) -> bool:
-    return isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 60)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
-    """``index.html``: the summary table and, per executed notebook, an HTML page of what a
-    learner sees (the trailing cells tagged ``record`` and their outputs left out)."""
-    import html
-
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    rows = []
-    for r in runs:
-        link = html.escape(r.name)
-        if Path(r.output).exists():
-            nb = nbformat.read(r.output, as_version=4)
-            nb.cells = [c for c in nb.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
-            for cell in nb.cells:
-                cell["outputs"] = [o for o in cell.get("outputs", []) if MIME not in o.get("data", {})]
-            body, _ = HTMLExporter().from_notebook_node(nb)
-            page = Path(r.output).with_suffix(".html")
-            page.write_text(body, encoding="utf-8")
-            link = f'<a href="{html.escape(page.name)}">{html.escape(r.name)}</a>'
-        keys = "<br>".join(f"{html.escape(k)} = {html.escape(_fmt(v))}" for k, v in r.records.items() if _scalar(v))
-        colour = "#e6f4ea" if r.status == "ok" else "#fce8e6"
-        rows.append(f'<tr style="background:{colour}"><td>{link}</td><td>{html.escape(r.status)}</td>'
-                    f"<td>{r.wall_s:.1f}</td><td>{keys or '-'}</td></tr>")
-    index = out_dir / "index.html"
-    index.write_text(
-        "<!doctype html><meta charset='utf-8'><title>compile-ckpt notebook run</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px;"
-        "vertical-align:top}table{border-collapse:collapse}</style>"
-        f"<h1>Notebook run {html.escape(out_dir.name)}</h1>"
-        "<table><tr><th>notebook</th><th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
-        + "".join(rows) + "</table>", encoding="utf-8")
-    return index
 
 
 def notebooks_in(directory: str | Path) -> list[Path]:
@@ -328,9 +206,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="a parameter for every selected notebook that defines it (value read as YAML)")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
-    ap.add_argument("--no-jupyter", action="store_true",
-                    help="run the code cells as plain Python in this process (a GPU image without Jupyter); "
-                         "records go to summary.json, no executed notebooks are written")
     return ap.parse_args(argv)
 
 
@@ -375,19 +250,17 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(NotebookRun(nb.stem, str(out / nb.name), "failed", 0.0, {}, {}, why))
             continue
         print(f"running {nb.name} {params or ''} ...", flush=True)
-        r = (_run_plain(nb, out, params) if args.no_jupyter
-             else run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False))
+        r = run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False)
         print(f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records){': ' + r.error[:300] if r.error else ''}")
         runs.append(r)
     meta = {"started_utc": started.isoformat(timespec="seconds"),
-            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "git_commit": _git_commit(),
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
             "versions": versions(), "device": str(resolve_device("auto")),
             "parameters": {"files": args.parameters_file, "overrides": dict(args.parameter)}}
     md, _ = write_summary(runs, out, meta)
-    if not args.no_jupyter:
-        write_index_html(runs, out)
+    index = write_index_html(runs, out)
     print(md.read_text())
-    print(f"Report: {out / 'index.html'}")
+    print(f"Report: {index}")
     return 0 if all(r.status == "ok" for r in runs) else 1
 
 

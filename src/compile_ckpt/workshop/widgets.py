@@ -12,19 +12,15 @@ from typing import Any
 
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
-from ..checkpoint import WRAPPER_SEGMENTS, CheckpointError, load_checkpoint
+from .. import WRAPPER_SEGMENTS, CheckpointError, load_checkpoint
 from .distributed import single_process_group
 from .model import TINY_CONFIG, WRAPPINGS, build_model, wrap
 
-LOADERS = ("plain load_state_dict", "strip leading '_orig_mod.' (the original fix)", "load_checkpoint")
-_GROUP: Any = None
+LOADERS = ("plain load_state_dict", "strip leading '_orig_mod.' (the original fix)",
+           "load_checkpoint")
 
 
 def _wrapped(kind: str, seed: int) -> Any:
-    global _GROUP
-    if "DDP" in kind and _GROUP is None:  # DDP needs a process group: one of size 1 for the session
-        _GROUP = single_process_group()
-        _GROUP.__enter__()
     return wrap(build_model(TINY_CONFIG, seed=seed), kind)
 
 
@@ -37,7 +33,13 @@ def _outcome(fn: Any) -> str:
 
 
 def explore(save_as: str, load_into: str) -> dict[str, Any]:
-    """Save from one wrapping, load into another: both key lists and what each loader does."""
+    """Save from one wrapping, load into another: both key lists and what each loader does.
+    DDP gets a process group of size 1 for the call, gone when it returns."""
+    with single_process_group():
+        return _explore(save_as, load_into)
+
+
+def _explore(save_as: str, load_into: str) -> dict[str, Any]:
     sd = _wrapped(save_as, 0).state_dict()
 
     def seed_fix() -> None:

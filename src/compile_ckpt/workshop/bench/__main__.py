@@ -1,0 +1,5 @@
+"""``python -m compile_ckpt.workshop.bench --worker ROUTE ...``: one route's fresh process."""
+
+from .routes import main
+
+raise SystemExit(main())

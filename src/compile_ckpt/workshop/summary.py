@@ -1,0 +1,115 @@
+"""What a notebook run leaves for people and machines: ``summary.json`` (schema
+:data:`SCHEMA`), ``summary.md``, ``index.html`` and one HTML page per executed notebook."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from .record import MIME
+from .record import TAG as RECORD_TAG
+
+SCHEMA = "compile-ckpt/run-summary/1"
+
+
+@dataclasses.dataclass
+class NotebookRun:
+    """The outcome of one executed notebook."""
+
+    name: str
+    output: str
+    status: str  # ok, failed, stopped early
+    wall_s: float
+    records: dict[str, Any]
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    error: str = ""
+
+
+def git_commit() -> str:
+    """The commit this package runs from, or "" outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+def _shown(records: dict[str, Any]) -> dict[str, str]:
+    """The scalar records, formatted for a table."""
+    return {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in records.items()
+            if isinstance(v, (bool, int, float)) or (isinstance(v, str) and len(v) <= 60)}
+
+
+def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]
+                  ) -> tuple[Path, Path]:
+    """``summary.json`` (run metadata, parameters, paths relative to the run folder, every
+    record) and ``summary.md`` (one row per notebook, then what was not ok and why)."""
+    def rel(path: str | Path) -> str:
+        return os.path.relpath(path, out_dir)
+
+    notebooks = [{**dataclasses.asdict(r), "output": rel(r.output),
+                  "html": rel(Path(r.output).with_suffix(".html"))} for r in runs]
+    js = out_dir / "summary.json"
+    js.write_text(json.dumps({"schema": SCHEMA, **meta, "notebooks": notebooks}, indent=2,
+                             default=str))
+    lines = ["# Notebook run summary", "",
+             f"{meta['finished_utc']} UTC, commit {meta['git_commit'][:10] or '?'}, torch "
+             f"{meta['versions'].get('torch')}, {meta['device']}.", "",
+             "| notebook | status | wall time (s) | key recorded values |", "|---|---|---|---|"]
+    for r in runs:
+        keys = "; ".join(f"{k}={v}" for k, v in _shown(r.records).items()) or "-"
+        page = Path(r.output).with_suffix(".html").name
+        lines.append(f"| [{r.name}]({page}) | {r.status} | {r.wall_s:.1f} | {keys} |")
+    failed = [r for r in runs if r.status != "ok"]
+    if failed:
+        lines += ["", "## Not ok", ""]
+        lines += [f"- **{r.name}** ({r.status}): `{r.error[:500]}`" for r in failed]
+    md = out_dir / "summary.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md, js
+
+
+def write_page(output: Path) -> Path:
+    """The HTML page of an executed notebook as a learner sees it: the trailing cells tagged
+    ``record`` and the recorded values left out."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(output, as_version=4)
+    nb.cells = [c for c in nb.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
+    for cell in nb.cells:
+        cell["outputs"] = [o for o in cell.get("outputs", []) if MIME not in o.get("data", {})]
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    page = output.with_suffix(".html")
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
+    """``index.html``: the summary table, linking each executed notebook's page."""
+    rows = []
+    for r in runs:
+        link = html.escape(r.name)
+        if Path(r.output).exists():
+            page = write_page(Path(r.output))
+            link = f'<a href="{html.escape(page.name)}">{link}</a>'
+        keys = "<br>".join(f"{html.escape(k)} = {html.escape(v)}"
+                           for k, v in _shown(r.records).items())
+        colour = "#e6f4ea" if r.status == "ok" else "#fce8e6"
+        rows.append(f'<tr style="background:{colour}"><td>{link}</td><td>{html.escape(r.status)}'
+                    f"</td><td>{r.wall_s:.1f}</td><td>{keys or '-'}</td></tr>")
+    index = out_dir / "index.html"
+    index.write_text(
+        "<!doctype html><meta charset='utf-8'><title>compile-ckpt notebook run</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
+        "padding:4px 8px;vertical-align:top}table{border-collapse:collapse}</style>"
+        f"<h1>Notebook run {html.escape(out_dir.name)}</h1><table><tr><th>notebook</th>"
+        "<th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
+        + "".join(rows) + "</table>", encoding="utf-8")
+    return index
