@@ -89,14 +89,26 @@ def child(way: str, path: str, n_layers: int) -> None:
         with torch.no_grad():
             out = model(torch.ones(1, WIDTH))
         total_s = time.perf_counter() - t0
-    print(json.dumps({"way": way, "peak_rss": rss.peak, "base_rss": base, "load_s": load_s,
-                      "load_and_forward_s": total_s, "finite": bool(torch.isfinite(out).all())}))
+    print(
+        json.dumps(
+            {
+                "way": way,
+                "peak_rss": rss.peak,
+                "base_rss": base,
+                "load_s": load_s,
+                "load_and_forward_s": total_s,
+                "finite": bool(torch.isfinite(out).all()),
+            }
+        )
+    )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size-gb", type=float, default=1.5)
-    ap.add_argument("--dir", default=None, help="where to write the checkpoint (default: a temp dir)")
+    ap.add_argument(
+        "--dir", default=None, help="where to write the checkpoint (default: a temp dir)"
+    )
     ap.add_argument("--child", choices=["naive", "lowmem"])
     ap.add_argument("--path")
     ap.add_argument("--layers", type=int)
@@ -112,23 +124,45 @@ def main() -> int:
     torch.save({"model_state_dict": model.state_dict()}, path)
     del model
     size = path.stat().st_size
-    print(f"checkpoint: {path} ({size / 2**30:.2f} GiB, {n_layers} layers, keys like '_orig_mod.0.weight')")
+    print(
+        f"checkpoint: {path} ({size / 2**30:.2f} GiB, {n_layers} layers, "
+        "keys like '_orig_mod.0.weight')"
+    )
     results = {}
     for way in ("naive", "lowmem"):
-        # Each way in a fresh process; drop the file from the page cache question by reading it once first.
-        proc = subprocess.run([sys.executable, __file__, "--child", way, "--path", str(path), "--layers",
-                               str(n_layers)], capture_output=True, text=True, env={**os.environ})
+        # Each way in a fresh process; the file is read once first, so every way finds it in
+        # the page cache.
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                way,
+                "--path",
+                str(path),
+                "--layers",
+                str(n_layers),
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ},
+        )
         if proc.returncode != 0:
             print(proc.stderr[-3000:])
             return 1
         results[way] = json.loads(proc.stdout.strip().splitlines()[-1])
     print(f"\n{'way':8s} {'peak RSS':>10s} {'x ckpt':>8s} {'load s':>8s} {'load+fwd s':>11s}")
     for way, r in results.items():
-        print(f"{way:8s} {r['peak_rss'] / 2**30:9.2f}G {r['peak_rss'] / size:8.2f} {r['load_s']:8.2f} "
-              f"{r['load_and_forward_s']:11.2f}")
+        print(
+            f"{way:8s} {r['peak_rss'] / 2**30:9.2f}G {r['peak_rss'] / size:8.2f} "
+            f"{r['load_s']:8.2f} "
+            f"{r['load_and_forward_s']:11.2f}"
+        )
     n, lo = results["naive"], results["lowmem"]
-    print(f"\nratios: low-memory / naive peak RSS = {lo['peak_rss'] / n['peak_rss']:.2f}; "
-          f"time = {lo['load_and_forward_s'] / n['load_and_forward_s']:.2f}")
+    print(
+        f"\nratios: low-memory / naive peak RSS = {lo['peak_rss'] / n['peak_rss']:.2f}; "
+        f"time = {lo['load_and_forward_s'] / n['load_and_forward_s']:.2f}"
+    )
     print(f"(peak RSS includes the Python + torch baseline of {lo['base_rss'] / 2**20:.0f} MiB)")
     goal = lo["peak_rss"] / size <= 1.25
     print(f"goal peak RSS <= 1.25 x checkpoint for low-memory: {'met' if goal else 'NOT met'}")
@@ -146,7 +180,9 @@ def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None
     from compile_ckpt.integrity import tensor_checksum
 
     model, target = build(n_layers), build(n_layers)
-    times: dict[str, list[float]] = {k: [] for k in ("hash", "save", "save+sha256", "load", "load+verify")}
+    times: dict[str, list[float]] = {
+        k: [] for k in ("hash", "save", "save+sha256", "load", "load+verify")
+    }
     for _ in range(repeats):  # interleaved, so the page cache and the clock treat all alike
         t0 = time.perf_counter()
         for v in model.state_dict().values():
@@ -160,7 +196,10 @@ def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None
             t0 = time.perf_counter()
             load_checkpoint(tmp / "save+sha256.pt", target, verify=verify)
             times[name].append(time.perf_counter() - t0)
-    print(f"\nchecksums on a {size / 2**30:.2f} GiB model ({repeats} interleaved repeats, median [min-max] s):")
+    print(
+        f"\nchecksums on a {size / 2**30:.2f} GiB model ({repeats} interleaved repeats, "
+        "median [min-max] s):"
+    )
     for name, ts in times.items():
         print(f"  {name:12s} {statistics.median(ts):6.2f} [{min(ts):.2f}-{max(ts):.2f}]")
     print(f"  hashing: {size / 2**30 / statistics.median(times['hash']):.2f} GiB/s")
@@ -170,6 +209,7 @@ def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None
         else:
             extra = statistics.median(times[b]) - statistics.median(times[a])
             print(f"  {b} vs {a}: {extra:+.2f} s ({extra / statistics.median(times[a]):+.0%})")
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -58,14 +58,30 @@ def _child_env() -> dict[str, str]:
     """The environment of a phase's processes: this checkout's ``src`` first, whatever
     ``PYTHONPATH`` was inherited (an installed compile_ckpt must not shadow this one)."""
     inherited = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"),
-                                                         *([inherited] if inherited else [])])}
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), *([inherited] if inherited else [])]),
+    }
 
 
 def _routes(workload: str, profile: str, folder: Path, device: str, left: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "compile_ckpt", "bench", "--workload", workload, "--profile",
-           profile, "--device", device, "--cold-warm", "--budget-s", str(max(left - 5, 1)),
-           "--out", str(folder)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "compile_ckpt",
+        "bench",
+        "--workload",
+        workload,
+        "--profile",
+        profile,
+        "--device",
+        device,
+        "--cold-warm",
+        "--budget-s",
+        str(max(left - 5, 1)),
+        "--out",
+        str(folder),
+    ]
     code, output = run_process(cmd, timeout=left, env=_child_env())
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "run.log").write_text(output)
@@ -78,8 +94,11 @@ def _routes(workload: str, profile: str, folder: Path, device: str, left: float)
 def run_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     """Run a notebook's code cells as plain Python in this process, in its folder, and return
     what it recorded. ``%%writefile PATH`` cells write their file; ``display`` prints."""
-    cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-             if c["cell_type"] == "code"]
+    cells = [
+        c
+        for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+        if c["cell_type"] == "code"
+    ]
     namespace: dict[str, Any] = {"__name__": "__main__", "display": lambda *objs: print(*objs)}
     RECORDED.clear()
     os.chdir(notebook.parent)
@@ -98,17 +117,27 @@ def run_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
 
 def _notebook06(out: Path, device: str, left: float, smoke: bool) -> dict[str, Any]:
     notebook = ROOT / "notebooks" / "06_pitfalls_and_scaling_out.ipynb"
-    files = load_parameter_files([str(ROOT / "notebooks" / "params" /
-                                      ("smoke.yaml" if smoke else "gpu.yaml"))])
+    files = load_parameter_files(
+        [str(ROOT / "notebooks" / "params" / ("smoke.yaml" if smoke else "gpu.yaml"))]
+    )
     [(_, params, why)] = plan([notebook], files, {"device": device})
     if params is None:
         raise RuntimeError(f"notebook 06 cannot run: {why}")
     folder = out / "notebook06"
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, __file__, "--run-cells", str(notebook), "--parameters",
-           json.dumps(params), "--out", str(folder / "records.json")]
-    code, output = run_process(cmd, timeout=left, env={**_child_env(), "COMPILE_CKPT_WORKDIR":
-                                                       str(folder / "artifacts")})
+    cmd = [
+        sys.executable,
+        __file__,
+        "--run-cells",
+        str(notebook),
+        "--parameters",
+        json.dumps(params),
+        "--out",
+        str(folder / "records.json"),
+    ]
+    code, output = run_process(
+        cmd, timeout=left, env={**_child_env(), "COMPILE_CKPT_WORKDIR": str(folder / "artifacts")}
+    )
     (folder / "run.log").write_text(output)
     if code != 0:
         raise RuntimeError(f"notebook 06 failed (exit {code}):\n{output[-2000:]}")
@@ -116,8 +145,9 @@ def _notebook06(out: Path, device: str, left: float, smoke: bool) -> dict[str, A
     measured = {"measured_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
     if records.get("cudagraphs_ran_here"):  # only a GPU run replaces the committed record
         _write(out / "cudagraphs.json", {**records["cudagraphs"], **measured})
-    _write(out / "activation_checkpointing.json",
-           {**records["activation_checkpointing"], **measured})
+    _write(
+        out / "activation_checkpointing.json", {**records["activation_checkpointing"], **measured}
+    )
     return {"incomplete": []}
 
 
@@ -125,9 +155,17 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}")
-    ap.add_argument("--budget-s", type=float, default=3 * 3600, help="wall-clock budget for the whole script")
-    ap.add_argument("--smoke", action="store_true", help="the cpu-smoke profiles and smoke parameters (CPU tests)")
+    ap.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma-separated, from {', '.join(PHASES)}"
+    )
+    ap.add_argument(
+        "--budget-s", type=float, default=3 * 3600, help="wall-clock budget for the whole script"
+    )
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="the cpu-smoke profiles and smoke parameters (CPU tests)",
+    )
     ap.add_argument("--run-cells", type=Path, help=argparse.SUPPRESS)  # notebook06's process
     ap.add_argument("--parameters", default="{}", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -138,33 +176,46 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     chosen = [p.strip() for p in args.phases.split(",") if p.strip()]
     if sorted(set(chosen) - set(PHASES)):
-        ap.error(f"unknown phase(s) {sorted(set(chosen) - set(PHASES))}; choose from {list(PHASES)}")
+        ap.error(
+            f"unknown phase(s) {sorted(set(chosen) - set(PHASES))}; choose from {list(PHASES)}"
+        )
     deadline, out = time.monotonic() + args.budget_s, Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dev = str(resolve_device(args.device))
     size = "cpu-smoke" if args.smoke else "gpu"
     run = {
-        "ceilings": lambda left: _write(out / "ceilings.json", {"versions": versions(), **bench.measure_ceilings(dev)}),
+        "ceilings": lambda left: _write(
+            out / "ceilings.json", {"versions": versions(), **bench.measure_ceilings(dev)}
+        ),
         "gpt": lambda left: _routes("gpt", size, out / "gpt", dev, left),
         "notebook06": lambda left: _notebook06(out, dev, left, args.smoke),
         "seed": lambda left: _routes("seed", size, out / "seed", dev, left),
-        "autotune": lambda left: _routes("seed", "cpu-smoke" if args.smoke else "gpu-autotune", out / "seed-autotune",
-                                         dev, left),
+        "autotune": lambda left: _routes(
+            "seed", "cpu-smoke" if args.smoke else "gpu-autotune", out / "seed-autotune", dev, left
+        ),
     }
     record: dict[str, dict[str, Any]] = {}
     for name in chosen:
         left = deadline - time.monotonic()
         if left < MIN_START_S[name] and not args.smoke:
-            record[name] = {"status": "skipped", "why": f"{max(left, 0):.0f}s of the budget left, "
-                                                        f"{MIN_START_S[name]:.0f}s needed"}
+            record[name] = {
+                "status": "skipped",
+                "why": f"{max(left, 0):.0f}s of the budget left, {MIN_START_S[name]:.0f}s needed",
+            }
         else:
             t0 = time.perf_counter()
             try:
                 result = run[name](left) or {}
-                record[name] = {"status": "incomplete", "why": result["incomplete"]} if result.get("incomplete") \
+                record[name] = (
+                    {"status": "incomplete", "why": result["incomplete"]}
+                    if result.get("incomplete")
                     else {"status": "ok"}
+                )
             except (RuntimeError, TimeoutError, OSError, KeyError, ValueError) as exc:
-                record[name] = {"status": "failed", "why": f"{type(exc).__name__}: {str(exc)[-1500:]}"}
+                record[name] = {
+                    "status": "failed",
+                    "why": f"{type(exc).__name__}: {str(exc)[-1500:]}",
+                }
             record[name]["seconds"] = round(time.perf_counter() - t0, 1)
         log.info("phase %s: %s", name, record[name])
         _write(out / "phases.json", record)

@@ -55,5 +55,9 @@ def state_of(*modules: object) -> list[torch.Tensor]:
             elif isinstance(item, (list, tuple)):
                 stack.extend(item)
             else:
-                out.append(torch.tensor(float(item)) if isinstance(item, (int, float)) else torch.tensor(0.0))
+                out.append(
+                    torch.tensor(float(item))
+                    if isinstance(item, (int, float))
+                    else torch.tensor(0.0)
+                )
     return out

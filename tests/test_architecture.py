@@ -21,8 +21,19 @@ from conftest import ROOT, compiled
 
 LIB = ROOT / "src" / "compile_ckpt"
 #: Each module may import only those before it (and torch and the standard library).
-LAYERS = ["keys", "errors", "devices", "integrity", "atomic", "layout", "formats", "report",
-          "save", "load", "cli"]
+LAYERS = [
+    "keys",
+    "errors",
+    "devices",
+    "integrity",
+    "atomic",
+    "layout",
+    "formats",
+    "report",
+    "save",
+    "load",
+    "cli",
+]
 
 
 def _package_imports(module: str) -> set[str]:
@@ -38,10 +49,14 @@ def _package_imports(module: str) -> set[str]:
 
 def _third_party(module: str) -> set[str]:
     tree = ast.parse((LIB / f"{module}.py").read_text())
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
-             for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree)
-              if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module}
+    names = {
+        a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+    }
+    names |= {
+        n.module.split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module
+    }
     return names - set(sys.stdlib_module_names) - {"torch", "compile_ckpt", "__future__"}
 
 
@@ -81,8 +96,14 @@ def test_the_key_matching_file_runs_alone_with_torch(tmp_path):
         fresh.load_state_dict(cleaned)
         print(len(renames), list(saved)[0], "->", list(cleaned)[0])
     """)
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["4", "_orig_mod.0.weight", "->", "0.weight"]
 
@@ -101,8 +122,9 @@ def _holds_tensor(obj: object) -> bool:
 
 
 def test_a_load_report_holds_no_tensor(tmp_path, small_model):
-    path = save_checkpoint(tmp_path / "c.pt", compiled(small_model()),
-                           metadata={"ema_decay": torch.tensor([0.999])})
+    path = save_checkpoint(
+        tmp_path / "c.pt", compiled(small_model()), metadata={"ema_decay": torch.tensor([0.999])}
+    )
     report = load_checkpoint(path, small_model(1))
     assert isinstance(report, LoadReport) and report.loaded == report.total
     assert not _holds_tensor(report)  # before: every loaded tensor, through report._tensors
@@ -122,9 +144,40 @@ def test_saving_never_changes_the_umask(tmp_path, small_model, monkeypatch):
 
 def test_the_readme_documents_exactly_the_public_api():
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### The library's API"):]
+    section = text[text.index("### The library's API") :]
     section = section[: section.index("\n## ")]
     documented = set(re.findall(r"`([A-Za-z_]+)`", section))
     assert set(compile_ckpt.__all__) <= documented
     private = {n for n in documented if n in dir(compile_ckpt) and n not in compile_ckpt.__all__}
     assert not {n for n in private if not n.startswith("__")}, private
+
+
+# ------------------------------------------------ the workshop leaves the kernel as it was
+def _switches() -> dict[str, object]:
+    import torch.distributed as dist
+
+    return {"matmul": torch.get_float32_matmul_precision(),
+            "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+            "process_group": dist.is_available() and dist.is_initialized(),
+            "env": {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "MPLBACKEND",
+                                                   "COMPILE_CKPT_WORKDIR", "JUPYTER_PATH")}}
+
+
+def test_tensor_cores_are_switched_on_inside_and_back_off_after():
+    from compile_ckpt.workshop.bench import tensor_cores
+
+    before = _switches()
+    with tensor_cores(torch.device("cuda")):  # the switches exist without a GPU
+        assert torch.get_float32_matmul_precision() == "high"
+        assert torch.backends.cudnn.allow_tf32
+    assert _switches() == before  # before: TF32 stayed on in the notebook's kernel
+
+
+def test_measuring_ceilings_and_exploring_ddp_leave_no_switch_changed():
+    from compile_ckpt.workshop import bench, widgets
+
+    before = _switches()
+    bench.measure_ceilings("cpu")
+    result = widgets.explore("DDP(torch.compile)", "torch.compile(DDP)")
+    assert result["load_checkpoint"] == "loads"  # DDP needed its process group, inside the call
+    assert _switches() == before  # before: a process group and MASTER_* stayed in the kernel

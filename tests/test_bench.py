@@ -25,15 +25,29 @@ def _rows(ratio_per_route: dict[str, list[float]]) -> list[dict]:
     for route, ratios in ratio_per_route.items():
         eager = [0.01] * len(ratios)
         for mode, times in (("eager", eager), ("default", [0.01 / r for r in ratios])):
-            rows.append({"workload": "gpt", "profile": "t", "route": route, "variant": "manual", "dtype": "float32",
-                         "mode": mode, "first_step_s": 0.02 if mode == "eager" else {"cold": 5.0, "warm": 1.0}[route],
-                         "median_ms": 1e3 * sorted(times)[len(times) // 2], "achieved_tflops": 0.01,
-                         "tokens_per_s": 1.0, "eager_times_s": eager, "times_s": times})
+            rows.append(
+                {
+                    "workload": "gpt",
+                    "profile": "t",
+                    "route": route,
+                    "variant": "manual",
+                    "dtype": "float32",
+                    "mode": mode,
+                    "first_step_s": 0.02 if mode == "eager" else {"cold": 5.0, "warm": 1.0}[route],
+                    "median_ms": 1e3 * sorted(times)[len(times) // 2],
+                    "achieved_tflops": 0.01,
+                    "tokens_per_s": 1.0,
+                    "eager_times_s": eager,
+                    "times_s": times,
+                }
+            )
     return rows
 
 
 def test_pool_compares_the_same_code_once_and_each_route_its_first_step():
-    table = bench.pool(_rows({"cold": [2.0, 2.0, 2.0], "warm": [2.0, 2.0, 2.0]}), {"float32_matmul_tflops": 0.1})
+    table = bench.pool(
+        _rows({"cold": [2.0, 2.0, 2.0], "warm": [2.0, 2.0, 2.0]}), {"float32_matmul_tflops": 0.1}
+    )
     compiled = table[table["mode"] == "default"]
     assert list(compiled["route"]) == ["cold", "warm"]
     assert set(compiled["speedup"]) == {2.0} and set(compiled["ci_low"]) == {2.0}
@@ -43,13 +57,37 @@ def test_pool_compares_the_same_code_once_and_each_route_its_first_step():
 
 
 def test_verdict_says_no_measurable_difference_when_the_interval_covers_one():
-    rows = pd.DataFrame([
-        {"workload": "seed", "variant": "-", "dtype": "float32", "mode": "default", "speedup": 1.02, "ci_low": 0.97,
-         "ci_high": 1.06},
-        {"workload": "gpt", "variant": "manual", "dtype": "bf16", "mode": "default", "speedup": 1.2, "ci_low": 1.17,
-         "ci_high": 1.23},
-        {"workload": "gpt", "variant": "sdpa", "dtype": "bf16", "mode": "default", "speedup": 1.05, "ci_low": 1.03,
-         "ci_high": 1.08}])
+    rows = pd.DataFrame(
+        [
+            {
+                "workload": "seed",
+                "variant": "-",
+                "dtype": "float32",
+                "mode": "default",
+                "speedup": 1.02,
+                "ci_low": 0.97,
+                "ci_high": 1.06,
+            },
+            {
+                "workload": "gpt",
+                "variant": "manual",
+                "dtype": "bf16",
+                "mode": "default",
+                "speedup": 1.2,
+                "ci_low": 1.17,
+                "ci_high": 1.23,
+            },
+            {
+                "workload": "gpt",
+                "variant": "sdpa",
+                "dtype": "bf16",
+                "mode": "default",
+                "speedup": 1.05,
+                "ci_low": 1.03,
+                "ci_high": 1.08,
+            },
+        ]
+    )
     lines = bench.verdict(rows)
     assert "no measurable difference" in lines[0] and "0.97-1.06" in lines[0]
     assert "within the claimed 1.15-1.25x" in lines[1]
@@ -60,8 +98,11 @@ def test_profiles_resolve_by_workload_and_device():
     assert bench.resolve_profile("gpt", "auto", torch.device("cpu")).name == "laptop"
     assert bench.resolve_profile("seed", "auto", torch.device("cuda")).name == "gpu"
     gpu = bench.PROFILES[("gpt", "gpu")]
-    assert (gpu.model.n_layer, gpu.model.d_model, gpu.model.seq_len) == (12, 768, 1024) and gpu.variants == ("manual",
-                                                                                                             "sdpa")
+    assert (gpu.model.n_layer, gpu.model.d_model, gpu.model.seq_len) == (
+        12,
+        768,
+        1024,
+    ) and gpu.variants == ("manual", "sdpa")
     with pytest.raises(ValueError, match="unknown profile"):
         bench.resolve_profile("gpt", "huge", torch.device("cpu"))
 
@@ -73,9 +114,15 @@ def test_a_route_cut_short_is_recorded_and_leaves_nothing_running(tmp_path):
     table, env = bench.run_routes("gpt", "cpu-smoke", tmp_path, device="cpu", budget_s=1.0)
     assert table.empty and env["complete"] is False
     cold, warm, mega, regional = env["incomplete"]
-    assert cold.startswith("cold route stopped after") and regional.startswith("regional route stopped after")
-    assert warm.startswith("warm route not started") and mega.startswith("mega-cache route not started")
-    assert not [p for p in psutil.Process().children(recursive=True) if "bench" in " ".join(p.cmdline())]
+    assert cold.startswith("cold route stopped after") and regional.startswith(
+        "regional route stopped after"
+    )
+    assert warm.startswith("warm route not started") and mega.startswith(
+        "mega-cache route not started"
+    )
+    assert not [
+        p for p in psutil.Process().children(recursive=True) if "bench" in " ".join(p.cmdline())
+    ]
     assert not list(tmp_path.glob("route-*.json"))
 
 
@@ -83,6 +130,10 @@ def test_committed_gpu_tables_load_with_intervals():
     folders = sorted(p.parent for p in (ROOT / "results").glob("*/bench.json"))
     assert folders, "results/ ships at least one GPU run"
     table, env, _ = bench.load_results(folders[-1])
-    assert env["device"] == "cuda" and {"speedup", "ci_low", "ci_high", "route"} <= set(table.columns)
+    assert env["device"] == "cuda" and {"speedup", "ci_low", "ci_high", "route"} <= set(
+        table.columns
+    )
     compiled = table[table["mode"] != "eager"]
-    assert ((compiled["ci_low"] <= compiled["speedup"]) & (compiled["speedup"] <= compiled["ci_high"])).all()
+    assert (
+        (compiled["ci_low"] <= compiled["speedup"]) & (compiled["speedup"] <= compiled["ci_high"])
+    ).all()

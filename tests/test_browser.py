@@ -1,6 +1,7 @@
 """A real browser: JupyterLab on a free localhost port, driven by Playwright through the
 system Chromium (no browser download). Runs all cells of 00_check_setup and of 02 (the key
-explorer and tqdm progress bars), and checks that widgets render as widgets and that no cell errors."""
+explorer and tqdm progress bars), and checks that widgets render as widgets and that no cell
+errors."""
 
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ import pytest
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                 reason="no Chromium at /usr/bin/chromium (.ci/run installs Debian's chromium)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(),
+        reason="no Chromium at /usr/bin/chromium (.ci/run installs Debian's chromium)",
+    ),
+]
 
 STATE_JS = """() => {
   const nb = window.jupyterapp.shell.currentWidget;
@@ -43,23 +48,50 @@ def lab(tmp_path_factory):
     from compile_ckpt.workshop.distributed import free_port
     from compile_ckpt.workshop.runner import this_python_kernel
 
-    kernel = this_python_kernel()  # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
+    kernel = (
+        this_python_kernel()
+    )  # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
     kernel.__enter__()
     root = tmp_path_factory.mktemp("lab")
-    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns("artifacts", ".ipynb_checkpoints"))
+    shutil.copytree(
+        NOTEBOOKS,
+        root / "notebooks",
+        ignore=shutil.ignore_patterns("artifacts", ".ipynb_checkpoints"),
+    )
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "COMPILE_CKPT_WORKDIR": str(root / "artifacts"), "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {
+        **os.environ,
+        "COMPILE_CKPT_WORKDIR": str(root / "artifacts"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
+        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+    }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
-         f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-         f"--ServerApp.root_dir={root / 'notebooks'}", "--LabApp.expose_app_in_browser=True"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root / 'notebooks'}",
+            "--LabApp.expose_app_in_browser=True",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 120
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2)
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2
+                )
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
@@ -78,7 +110,9 @@ def lab(tmp_path_factory):
 
 
 def _run_all(page, url: str, token: str, name: str, timeout_s: float = 300) -> dict:
-    page.goto(f"{url}/lab/tree/{name}?reset&token={token}")  # reset: no restored tabs from the last page
+    page.goto(
+        f"{url}/lab/tree/{name}?reset&token={token}"
+    )  # reset: no restored tabs from the last page
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=120_000)
     deadline = time.time() + 120
     while True:  # the notebook panel and an idle kernel
@@ -89,7 +123,8 @@ def _run_all(page, url: str, token: str, name: str, timeout_s: float = 300) -> d
         time.sleep(0.5)
     # Activate this notebook's panel, so the command acts on it and not on another tab.
     page.evaluate("""() => { const app = window.jupyterapp; const nb = app.shell.currentWidget;
-                             app.shell.activateById(nb.id); return app.commands.execute('notebook:run-all-cells'); }""")
+                             app.shell.activateById(nb.id);
+                             return app.commands.execute('notebook:run-all-cells'); }""")
     deadline, idle_polls = time.time() + timeout_s, 0
     while True:
         time.sleep(1)
@@ -107,9 +142,19 @@ def test_notebooks_render_in_jupyterlab(lab, tmp_path):
     shots = Path(os.environ.get("BROWSER_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             setup = _run_all(page, url, token, "00_check_setup.ipynb")
@@ -124,7 +169,9 @@ def test_notebooks_render_in_jupyterlab(lab, tmp_path):
             assert dropdowns.count() >= 2
             assert page.locator(".jp-OutputArea-output .widget-hprogress").count() >= 1
             text = page.locator(".jp-OutputArea-output").all_inner_texts()
-            assert not any("HBox(children" in t or "Dropdown(" in t for t in text), "a widget rendered as text"
+            assert not any("HBox(children" in t or "Dropdown(" in t for t in text), (
+                "a widget rendered as text"
+            )
             assert page.locator(".compile-ckpt-explorer").count() >= 1
             page.locator(".compile-ckpt-explorer").first.scroll_into_view_if_needed()
             page.screenshot(path=str(shots / "02_key_explorer.png"))

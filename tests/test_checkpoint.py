@@ -31,7 +31,13 @@ from conftest import SMALL, compiled, same_outputs
 
 def test_unwrap_model_any_stack_and_idempotent(small_model, gloo):
     m = small_model()
-    for wrapped in (compiled(m), DDP(compiled(m)), compiled(DDP(m)), nn.DataParallel(compiled(m)), m):
+    for wrapped in (
+        compiled(m),
+        DDP(compiled(m)),
+        compiled(DDP(m)),
+        nn.DataParallel(compiled(m)),
+        m,
+    ):
         assert unwrap_model(wrapped) is m
         assert unwrap_model(unwrap_model(wrapped)) is m
 
@@ -49,7 +55,10 @@ def test_canonical_fqn_offline_and_exact(small_model, gloo):
 @pytest.mark.parametrize("save_wrap", WRAPPINGS)
 @pytest.mark.parametrize("load_wrap", WRAPPINGS)
 def test_any_wrapping_into_any_wrapping(save_wrap, load_wrap, gloo):
-    src, dst = wrap(build_model(SMALL, seed=0), save_wrap), wrap(build_model(SMALL, seed=1), load_wrap)
+    src, dst = (
+        wrap(build_model(SMALL, seed=0), save_wrap),
+        wrap(build_model(SMALL, seed=1), load_wrap),
+    )
     sd = src.state_dict()
     keys_before = list(sd)
     report = load_checkpoint(sd, dst)
@@ -70,7 +79,12 @@ def test_key_that_matches_is_never_renamed():
     assert report.renames == []
     # Compiled Holder: '_orig_mod.module.weight' goes to 'module.weight', keeping the real 'module'.
     report = load_checkpoint(compiled(src).state_dict(), Holder())
-    assert {r.target for r in report.renames} == {"module.weight", "module.bias", "other.weight", "other.bias"}
+    assert {r.target for r in report.renames} == {
+        "module.weight",
+        "module.bias",
+        "other.weight",
+        "other.bias",
+    }
     assert all(r.removed == ("_orig_mod",) for r in report.renames)
     cleaned, _ = clean_state_dict(compiled(src).state_dict())
     assert set(cleaned) == set(src.state_dict())  # offline: 'module' kept, it is not on every key
@@ -110,7 +124,9 @@ def test_report_str_names_the_prefix(small_model, caplog):
 
 
 def test_mismatch_error_groups_keys_lists_shapes_and_names_cause(small_model):
-    big = build_model(ModelConfig(signal_length=16, cnn_channels=(4, 8, 8), mlp_hidden=8, head_hidden=8))
+    big = build_model(
+        ModelConfig(signal_length=16, cnn_channels=(4, 8, 8), mlp_hidden=8, head_hidden=8)
+    )
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(big.state_dict(), small_model())
     text = str(err.value)
@@ -119,8 +135,12 @@ def test_mismatch_error_groups_keys_lists_shapes_and_names_cause(small_model):
     renamed = {k.replace("head", "regressor"): v for k, v in small_model().state_dict().items()}
     with pytest.raises(CheckpointMismatchError, match="Likely cause: another architecture"):
         load_checkpoint(renamed, small_model())
-    other = build_model(ModelConfig(signal_length=16, cnn_channels=(4, 16), mlp_hidden=8, head_hidden=8))
-    with pytest.raises(CheckpointMismatchError, match=r"cnn_layers.2.weight: \[16, 4, 5\] -> \[8, 4, 5\]"):
+    other = build_model(
+        ModelConfig(signal_length=16, cnn_channels=(4, 16), mlp_hidden=8, head_hidden=8)
+    )
+    with pytest.raises(
+        CheckpointMismatchError, match=r"cnn_layers.2.weight: \[16, 4, 5\] -> \[8, 4, 5\]"
+    ):
         load_checkpoint(other.state_dict(), small_model())
     partial = dict(small_model().state_dict())
     partial.pop("head.3.bias")
@@ -135,7 +155,9 @@ def test_mismatch_error_groups_keys_lists_shapes_and_names_cause(small_model):
 
 def test_mismatch_message_is_bounded_for_huge_models():
     src = nn.Sequential(*[nn.Linear(2, 2) for _ in range(500)])
-    dst = nn.Sequential(*[nn.Linear(3, 3) for _ in range(10)], *[nn.Conv1d(2, 2, 1) for _ in range(500)])
+    dst = nn.Sequential(
+        *[nn.Linear(3, 3) for _ in range(10)], *[nn.Conv1d(2, 2, 1) for _ in range(500)]
+    )
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(src.state_dict(), dst)
     assert len(str(err.value)) < 4000
@@ -152,8 +174,13 @@ def test_save_writes_clean_keys_and_full_state(tmp_path, small_model, gloo):
     model(*x).sum().backward()
     opt.step()
     sched.step()
-    path = save_checkpoint(tmp_path / "c.pt", model, optimizer=opt, scheduler=sched,
-                           metadata={"epoch": 3, "note": "x", "version": torch.__version__})
+    path = save_checkpoint(
+        tmp_path / "c.pt",
+        model,
+        optimizer=opt,
+        scheduler=sched,
+        metadata={"epoch": 3, "note": "x", "version": torch.__version__},
+    )
     obj = torch.load(path, weights_only=True)
     assert set(obj["model_state_dict"]) == set(build_model(SMALL).state_dict())
     assert obj["metadata"]["epoch"] == 3 and type(obj["metadata"]["version"]) is str
@@ -181,7 +208,9 @@ def test_safetensors_round_trip(tmp_path, small_model):
     assert report.ok and report.metadata["epoch"] == 2
     assert same_outputs(src, dst)
     with pytest.raises(ValueError, match="weights only"):
-        save_checkpoint(tmp_path / "x.safetensors", src, optimizer=torch.optim.SGD(src.parameters(), 0.1))
+        save_checkpoint(
+            tmp_path / "x.safetensors", src, optimizer=torch.optim.SGD(src.parameters(), 0.1)
+        )
 
 
 def test_mmap_assign_meta_model(tmp_path, small_model):
@@ -226,8 +255,17 @@ def _trained(seed=0):
     return model, opt, sched
 
 
-@pytest.mark.parametrize("damage", ["no optimizer", "optimizer of another model", "optimizer state shape",
-                                    "non-tensor weight", "shape", "scheduler not a dict"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "no optimizer",
+        "optimizer of another model",
+        "optimizer state shape",
+        "non-tensor weight",
+        "shape",
+        "scheduler not a dict",
+    ],
+)
 def test_a_failed_strict_load_changes_nothing(tmp_path, damage):
     from conftest import state_of
 
@@ -251,21 +289,31 @@ def test_a_failed_strict_load_changes_nothing(tmp_path, damage):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(obj, model, optimizer=opt2, scheduler=sched2)
     after = state_of(model, opt2, sched2)
-    assert len(before) == len(after) and all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert len(before) == len(after) and all(
+        torch.equal(a, b) for a, b in zip(before, after, strict=True)
+    )
     assert "nothing was loaded" in str(err.value)
 
 
 def test_dtype_differences_are_reported(small_model):
     sd = {k: v.double() for k, v in small_model().state_dict().items()}
     report = load_checkpoint(sd, small_model(1))
-    assert report.ok and len(report.dtype_casts) == len(sd) and report.dtype_casts[0][1:] == ("float64", "float32")
+    assert (
+        report.ok
+        and len(report.dtype_casts) == len(sd)
+        and report.dtype_casts[0][1:] == ("float64", "float32")
+    )
 
 
 # --------------------------------------------------------------- containers, prefix
 def test_every_state_dict_in_a_file_is_found_and_selectable(small_model):
     sd = small_model().state_dict()
-    obj = {"model": sd, "ema": {k: v + 1 for k, v in sd.items()}, "metadata": {"rng": {"cpu": torch.ones(2)}},
-           "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": []}}
+    obj = {
+        "model": sd,
+        "ema": {k: v + 1 for k, v in sd.items()},
+        "metadata": {"rng": {"cpu": torch.ones(2)}},
+        "optimizer": {"state": {0: {"exp_avg": torch.ones(2)}}, "param_groups": []},
+    }
     assert list(find_state_dicts(obj)) == ["model", "ema"]  # not the RNG state, not the optimizer's
     target = small_model(1)
     report = load_checkpoint(obj, target, key="ema")
@@ -283,7 +331,11 @@ def test_prefix_selects_a_trainers_keys(small_model):
     sd = compiled(small_model()).state_dict()
     lightning = {f"model.{k}": v for k, v in sd.items()} | {"loss_fn.weight": torch.ones(1)}
     report = load_checkpoint(lightning, small_model(1), prefix="model.")
-    assert report.ok and report.skipped == ["loss_fn.weight"] and report.removed_prefixes == {"_orig_mod.": 12}
+    assert (
+        report.ok
+        and report.skipped == ["loss_fn.weight"]
+        and report.removed_prefixes == {"_orig_mod.": 12}
+    )
     with pytest.raises(CheckpointMismatchError, match="no key starts with prefix='ema.'"):
         load_checkpoint(lightning, small_model(1), prefix="ema.")
 
@@ -293,7 +345,9 @@ def test_tied_weights_load_through_the_tie():
 
     cfg = GPTConfig(vocab_size=32, seq_len=8, d_model=8, n_layer=1, n_head=2)
     src = build_gpt(cfg, seed=0)
-    sd = {k: v for k, v in src.state_dict().items() if k != "head.weight"}  # stored once, as save_pretrained does
+    sd = {
+        k: v for k, v in src.state_dict().items() if k != "head.weight"
+    }  # stored once, as save_pretrained does
     dst = build_gpt(cfg, seed=1)
     report = load_checkpoint(sd, dst)
     assert report.ok and report.tied == {"head.weight": "tok.weight"}
@@ -301,7 +355,9 @@ def test_tied_weights_load_through_the_tie():
 
 
 def test_save_checkpoint_takes_a_state_dict(tmp_path, small_model):
-    path = save_checkpoint(tmp_path / "c.pt", compiled(small_model()).state_dict(), metadata={"epoch": 1})
+    path = save_checkpoint(
+        tmp_path / "c.pt", compiled(small_model()).state_dict(), metadata={"epoch": 1}
+    )
     plain = small_model(1)
     plain.load_state_dict(torch.load(path, weights_only=True)["model_state_dict"])
     assert same_outputs(small_model(), plain)

@@ -48,45 +48,73 @@ def test_pyproject_bounds_are_met_by_the_pins():
     for extra in META["project"]["optional-dependencies"].values():
         reqs += [Requirement(r) for r in extra]
     for r in reqs:
-        assert r.name.lower() in p, f"{r.name} is in pyproject.toml but not pinned in requirements.txt"
-        assert p[r.name.lower()] in r.specifier, f"{r.name}=={p[r.name.lower()]} violates {r.specifier}"
+        assert r.name.lower() in p, (
+            f"{r.name} is in pyproject.toml but not pinned in requirements.txt"
+        )
+        assert p[r.name.lower()] in r.specifier, (
+            f"{r.name}=={p[r.name.lower()]} violates {r.specifier}"
+        )
     assert META["project"]["scripts"]["compile-ckpt"] == "compile_ckpt.cli:main"
 
 
 def test_every_test_import_is_declared():
-    declared = {Requirement(r).name.lower().replace("-", "_") for extra in ("workshop", "trainers", "test")
-                for r in META["project"]["optional-dependencies"][extra]} | {"torch"}
+    declared = {
+        Requirement(r).name.lower().replace("-", "_")
+        for extra in ("workshop", "trainers", "test")
+        for r in META["project"]["optional-dependencies"][extra]
+    } | {"torch"}
     aliases = {"yaml": "pyyaml", "ipywidgets": "ipywidgets", "nbformat": "nbformat"}
     stdlib = set(sys.stdlib_module_names)
     for path in (ROOT / "tests").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                else []
+            )
             for name in names:
                 top = name.split(".")[0]
                 if top in stdlib or top in ("compile_ckpt", "conftest", "__future__"):
                     continue
-                assert aliases.get(top, top).lower() in declared, f"{path.name} imports {top}, not declared"
+                assert aliases.get(top, top).lower() in declared, (
+                    f"{path.name} imports {top}, not declared"
+                )
 
 
 def test_licence_and_python_versions_are_stated():
     project = META["project"]
-    assert project["license"] == "BSD-3-Clause" and (ROOT / "LICENSE").read_text().startswith("BSD 3-Clause")
+    assert project["license"] == "BSD-3-Clause" and (ROOT / "LICENSE").read_text().startswith(
+        "BSD 3-Clause"
+    )
     assert project["requires-python"] == ">=3.11"
-    versions = {c.rsplit(" ", 1)[-1] for c in project["classifiers"]
-                if c.startswith("Programming Language :: Python :: 3.")}
+    versions = {
+        c.rsplit(" ", 1)[-1]
+        for c in project["classifiers"]
+        if c.startswith("Programming Language :: Python :: 3.")
+    }
     assert "3.11" in versions and all(re.fullmatch(r"3\.\d+", v) for v in versions)
-    assert not any(c.startswith("License ::") for c in project["classifiers"])  # the SPDX string says it
+    assert not any(
+        c.startswith("License ::") for c in project["classifiers"]
+    )  # the SPDX string says it
 
 
 def test_hygiene_runs_in_ci():
-    """The pre-commit hooks lint .py and .ipynb and strip notebook outputs; `make test` runs them."""
-    hooks = {h["id"]: h for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
-             for h in repo["hooks"]}
-    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"} and hooks["nbstripout"]["entry"].startswith(
-        "nbstripout")
-    assert all(repo["repo"] == "local" for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())[
-        "repos"]), "hooks must not need a download"
+    """The pre-commit hooks lint .py and .ipynb and strip notebook outputs; `make test` runs
+    them."""
+    hooks = {
+        h["id"]: h
+        for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+        for h in repo["hooks"]
+    }
+    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"} and hooks["nbstripout"][
+        "entry"
+    ].startswith("nbstripout")
+    assert all(
+        repo["repo"] == "local"
+        for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
+    ), "hooks must not need a download"
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: lint$", makefile, re.M) and "pre-commit run --all-files" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()

@@ -16,8 +16,12 @@ from compile_ckpt.workshop.model import WRAPPINGS
 from conftest import ROOT
 
 SOLUTIONS = ROOT / "notebooks" / "solutions" / "solutions.py"
-CHECKS = {"01": ("check_portable_save", "portable_save"), "02": ("check_strip_compile_prefix", "strip_compile_prefix"),
-          "03": ("check_portable_state_dict", "portable_state_dict"), "04": ("check_resume_save", "resume_save")}
+CHECKS = {
+    "01": ("check_portable_save", "portable_save"),
+    "02": ("check_strip_compile_prefix", "strip_compile_prefix"),
+    "03": ("check_portable_state_dict", "portable_state_dict"),
+    "04": ("check_resume_save", "resume_save"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +53,18 @@ def test_solutions_pass_stubs_do_not_and_labels_match_the_notebooks(solutions, n
 
 def _resume_file(**names):
     """A plain-PyTorch resume save whose keys are named by the learner."""
+
     def save(path, model, optimizer, scheduler, epoch):
-        torch.save({names["model"]: model.state_dict(), names["optimizer"]: optimizer.state_dict(),
-                    names["scheduler"]: scheduler.state_dict(), names["epoch"]: epoch}, path)
+        torch.save(
+            {
+                names["model"]: model.state_dict(),
+                names["optimizer"]: optimizer.state_dict(),
+                names["scheduler"]: scheduler.state_dict(),
+                names["epoch"]: epoch,
+            },
+            path,
+        )
+
     return save
 
 
@@ -59,46 +72,84 @@ def test_natural_answers_pass():
     def save_library(path, model, optimizer, scheduler, epoch):
         from compile_ckpt import save_checkpoint
 
-        save_checkpoint(path, model, optimizer=optimizer, scheduler=scheduler, metadata={"epoch": epoch})
+        save_checkpoint(
+            path, model, optimizer=optimizer, scheduler=scheduler, metadata={"epoch": epoch}
+        )
 
-    for names in ({"model": "model", "optimizer": "optimizer", "scheduler": "scheduler", "epoch": "epoch"},
-                  {"model": "net", "optimizer": "optim", "scheduler": "sched", "epoch": "epoch"},  # 06's DCP names
-                  {"model": "model_state_dict", "optimizer": "optimizer_state_dict",
-                   "scheduler": "lr_scheduler", "epoch": "epochs_done"}):
+    for names in (
+        {"model": "model", "optimizer": "optimizer", "scheduler": "scheduler", "epoch": "epoch"},
+        {
+            "model": "net",
+            "optimizer": "optim",
+            "scheduler": "sched",
+            "epoch": "epoch",
+        },  # 06's DCP names
+        {
+            "model": "model_state_dict",
+            "optimizer": "optimizer_state_dict",
+            "scheduler": "lr_scheduler",
+            "epoch": "epochs_done",
+        },
+    ):
         assert exercises.check_resume_save(_resume_file(**names))[0], names
     assert exercises.check_resume_save(save_library)[0]
     assert exercises.check_portable_save(lambda m, p: torch.save(m._orig_mod.state_dict(), p))[0]
-    assert exercises.check_portable_save(lambda m, p: torch.save({"model": m._orig_mod.state_dict()}, p))[0]
     assert exercises.check_portable_save(
-        lambda m, p: torch.save({k.replace("_orig_mod.", ""): v for k, v in m.state_dict().items()}, p))[0]
+        lambda m, p: torch.save({"model": m._orig_mod.state_dict()}, p)
+    )[0]
+    assert exercises.check_portable_save(
+        lambda m, p: torch.save(
+            {k.replace("_orig_mod.", ""): v for k, v in m.state_dict().items()}, p
+        )
+    )[0]
     # the natural str.replace answer to exercise 02 handles a compiled submodule: it passes
-    assert exercises.check_strip_compile_prefix(lambda sd: {k.replace("_orig_mod.", ""): v for k, v in sd.items()})[0]
+    assert exercises.check_strip_compile_prefix(
+        lambda sd: {k.replace("_orig_mod.", ""): v for k, v in sd.items()}
+    )[0]
     # exercise 03: strip the compile segment and DDP's leading module., in either order
     assert exercises.check_portable_state_dict(
-        lambda m: {k.replace("_orig_mod.", "").removeprefix("module."): v for k, v in m.state_dict().items()})[0]
+        lambda m: {
+            k.replace("_orig_mod.", "").removeprefix("module."): v
+            for k, v in m.state_dict().items()
+        }
+    )[0]
 
 
 def test_wrong_answers_are_explained():
-    ok, msg = exercises.check_portable_save(lambda m, p: torch.save({"model_state_dict": m.state_dict()}, p))
-    assert not ok and "plain load_state_dict into a fresh model failed" in msg and "_orig_mod." in msg
+    ok, msg = exercises.check_portable_save(
+        lambda m, p: torch.save({"model_state_dict": m.state_dict()}, p)
+    )
+    assert (
+        not ok and "plain load_state_dict into a fresh model failed" in msg and "_orig_mod." in msg
+    )
 
     def original_fix(sd):
-        return {k.replace("_orig_mod.", ""): v for k, v in sd.items()} if any(
-            k.startswith("_orig_mod.") for k in sd) else dict(sd)
+        return (
+            {k.replace("_orig_mod.", ""): v for k, v in sd.items()}
+            if any(k.startswith("_orig_mod.") for k in sd)
+            else dict(sd)
+        )
 
     ok, msg = exercises.check_strip_compile_prefix(original_fix)
     assert not ok and "compiled submodule" in msg
 
-    ok, msg = exercises.check_portable_state_dict(lambda m: {k.replace("_orig_mod.", ""): v
-                                                             for k, v in m.state_dict().items()})
-    assert not ok and "DDP" in msg and "module.cnn_layers.0.weight" in msg  # names the keys that are wrong
+    ok, msg = exercises.check_portable_state_dict(
+        lambda m: {k.replace("_orig_mod.", ""): v for k, v in m.state_dict().items()}
+    )
+    assert (
+        not ok and "DDP" in msg and "module.cnn_layers.0.weight" in msg
+    )  # names the keys that are wrong
 
-    no_epoch = _resume_file(model="model", optimizer="optimizer", scheduler="scheduler", epoch="step")
+    no_epoch = _resume_file(
+        model="model", optimizer="optimizer", scheduler="scheduler", epoch="step"
+    )
     ok, msg = exercises.check_resume_save(no_epoch)
     assert not ok and "does not say the epoch" in msg
 
     def no_scheduler(path, model, optimizer, scheduler, epoch):
-        torch.save({"model": model.state_dict(), "optim": optimizer.state_dict(), "epoch": epoch}, path)
+        torch.save(
+            {"model": model.state_dict(), "optim": optimizer.state_dict(), "epoch": epoch}, path
+        )
 
     ok, msg = exercises.check_resume_save(no_scheduler)
     assert not ok and "scheduler state is not in the file" in msg and "optimizer" not in msg
@@ -112,13 +163,24 @@ def test_pickling_the_compiled_module_is_explained_not_raised():
 @pytest.mark.parametrize("number", sorted(CHECKS))
 def test_no_answer_makes_a_check_raise(number, tmp_path):
     check = getattr(exercises, CHECKS[number][0])
-    odd_answers = [lambda *a: None, lambda *a: 42, lambda *a: [1, 2], lambda *a: torch.zeros(2),
-                   lambda *a: {"x": object()}, lambda *a: (_ for _ in ()).throw(ValueError("boom"))]
-    if number in ("01", "04"):  # these write a file: nothing, garbage, a pickled module, a list of tensors
+    odd_answers = [
+        lambda *a: None,
+        lambda *a: 42,
+        lambda *a: [1, 2],
+        lambda *a: torch.zeros(2),
+        lambda *a: {"x": object()},
+        lambda *a: (_ for _ in ()).throw(ValueError("boom")),
+    ]
+    if number in (
+        "01",
+        "04",
+    ):  # these write a file: nothing, garbage, a pickled module, a list of tensors
         path_index = 1 if number == "01" else 0
-        odd_answers += [lambda *a: a[path_index].write_bytes(b"not a checkpoint"),
-                        lambda *a: torch.save([torch.ones(1)], a[path_index]),
-                        lambda *a: torch.save(a[1 - path_index if number == "01" else 1], a[path_index])]
+        odd_answers += [
+            lambda *a: a[path_index].write_bytes(b"not a checkpoint"),
+            lambda *a: torch.save([torch.ones(1)], a[path_index]),
+            lambda *a: torch.save(a[1 - path_index if number == "01" else 1], a[path_index]),
+        ]
     for answer in odd_answers:
         ok, msg = check(answer)
         assert ok is False and msg
@@ -139,7 +201,12 @@ def test_explorer_outcomes(save_as):
     assert r["load_checkpoint"] == "loads"
     html = widgets.render(r)
     assert "keys in the file" in html
-    if save_as in ("torch.compile", "DDP(torch.compile)", "torch.compile(DDP)", "compiled submodule"):
+    if save_as in (
+        "torch.compile",
+        "DDP(torch.compile)",
+        "torch.compile(DDP)",
+        "compiled submodule",
+    ):
         assert r["plain load_state_dict"].startswith("fails") and "color:#c5221f" in html
 
 

@@ -15,34 +15,100 @@ from conftest import ROOT
 @pytest.mark.slow
 def test_gpu_script_on_cpu_smoke(tmp_path):
     out = tmp_path / "results"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_run.py"), "--device", "cpu", "--smoke", "--out",
-                        str(out), "--phases", "ceilings,notebook06,seed"], capture_output=True, text=True, timeout=900)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_run.py"),
+            "--device",
+            "cpu",
+            "--smoke",
+            "--out",
+            str(out),
+            "--phases",
+            "ceilings,notebook06,seed",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     phases = json.loads((out / "phases.json").read_text())
     assert r.returncode == 0, (phases, r.stdout[-3000:], r.stderr[-3000:])
-    assert list(phases) == ["ceilings", "notebook06", "seed"] and all(p["status"] == "ok" for p in phases.values())
+    assert list(phases) == ["ceilings", "notebook06", "seed"] and all(
+        p["status"] == "ok" for p in phases.values()
+    )
     ceilings = json.loads((out / "ceilings.json").read_text())
     assert ceilings["float32_matmul_tflops"] > 0 and ceilings["versions"]["torch"]
     seed = json.loads((out / "seed" / "bench.json").read_text())
-    assert {row["route"] for row in seed["rows"]} == {"cold", "warm"} and seed["environment"]["complete"]
-    for row in seed["rows"]:  # the harness measured everything it reports, sanely (never a speed threshold)
-        assert row["median_ms"] > 0 and row["samples_per_s"] > 0 and 0 < row["mfu"] < 1 and row["loss_agrees"]
-        assert row["graph_breaks"] == 0 and row["recompiles"] == 0 and row["ci_low"] <= row["speedup"] <= row["ci_high"]
-    assert len(json.loads((out / "seed" / "step_times.json").read_text())["cold/float32/eager"]) == 4
+    assert {row["route"] for row in seed["rows"]} == {"cold", "warm"} and seed["environment"][
+        "complete"
+    ]
+    for row in seed[
+        "rows"
+    ]:  # the harness measured everything it reports, sanely (never a speed threshold)
+        assert (
+            row["median_ms"] > 0
+            and row["samples_per_s"] > 0
+            and 0 < row["mfu"] < 1
+            and row["loss_agrees"]
+        )
+        assert (
+            row["graph_breaks"] == 0
+            and row["recompiles"] == 0
+            and row["ci_low"] <= row["speedup"] <= row["ci_high"]
+        )
+    assert (
+        len(json.loads((out / "seed" / "step_times.json").read_text())["cold/float32/eager"]) == 4
+    )
     ac = json.loads((out / "activation_checkpointing.json").read_text())
     assert {(row["mode"], row["checkpointing"]) for row in ac["rows"]} == {
-        ("eager", False), ("eager", True), ("compiled", False), ("compiled", True)}
-    assert not (out / "cudagraphs.json").exists()  # a CPU run never replaces the GPU's CUDA-graph record
+        ("eager", False),
+        ("eager", True),
+        ("compiled", False),
+        ("compiled", True),
+    }
+    assert not (
+        out / "cudagraphs.json"
+    ).exists()  # a CPU run never replaces the GPU's CUDA-graph record
 
 
 def test_unknown_phase_is_a_usage_error(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_run.py"), "--out", str(tmp_path), "--phases",
-                        "ceilings,nope"], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_run.py"),
+            "--out",
+            str(tmp_path),
+            "--phases",
+            "ceilings,nope",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "unknown phase(s) ['nope']" in r.stderr
 
 
 def test_a_phase_without_enough_budget_is_skipped_and_said(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_run.py"), "--device", "cpu", "--out",
-                        str(tmp_path), "--phases", "gpt", "--budget-s", "5"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "gpu_run.py"),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path),
+            "--phases",
+            "gpt",
+            "--budget-s",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     phases = json.loads((tmp_path / "phases.json").read_text())
-    assert r.returncode == 1 and phases["gpt"]["status"] == "skipped" and "240s needed" in phases["gpt"]["why"]
+    assert (
+        r.returncode == 1
+        and phases["gpt"]["status"] == "skipped"
+        and "240s needed" in phases["gpt"]["why"]
+    )

@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from compile_ckpt.workshop.record import TAG as RECORD_TAG
-from compile_ckpt.workshop.runner import load_parameter_files, notebooks_in, parameters_cell, plan, run_notebook
+from compile_ckpt.workshop.runner import (
+    load_parameter_files,
+    notebooks_in,
+    parameters_cell,
+    plan,
+    run_notebook,
+)
 from conftest import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -26,7 +32,9 @@ GPU = torch.cuda.is_available()
 def check_00(r: dict[str, Any]) -> None:
     assert r["cxx_compiler_works"] is True and r["compile_adds_orig_mod_prefix"] is True
     assert r["device"] == ("cuda" if GPU else "cpu") and r["gpu_usable"] is GPU
-    assert r["torch_build"] == ("CPU only" if torch.version.cuda is None else f"CUDA {torch.version.cuda}")
+    assert r["torch_build"] == (
+        "CPU only" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+    )
     assert r["compiled_vs_eager_max_abs_diff"] < 1e-4 and r["torch_matches_pin"] is True
 
 
@@ -37,9 +45,10 @@ def check_01(r: dict[str, Any]) -> None:
     assert all(k.startswith("_orig_mod.") for k in r["fresh_load_unexpected_keys"])
     assert r["reverse_load_fails"] is True and r["reverse_missing_segments"] == ["_orig_mod"]
     assert r["alike_loads"] is True  # both sides wrapped alike
-    # trap 1: strict=False raises nothing, returns every key as missing, and leaves the random init bit for bit
+    # trap 1: strict=False raises nothing, returns every key as missing, and leaves the random
+    # init bit for bit
     assert r["strict_false_missing"] == 12 and r["strict_false_weights_unchanged"] is True
-    # trap 2: torch.save(compiled) pickles the compiler's classes; weights_only=True refuses the file
+    # trap 2: torch.save(compiled) pickles the compiler's classes; weights_only=True refuses it
     assert "torch._dynamo.eval_frame.OptimizedModule" in r["pickled_module_globals"]
     assert r["pickled_module_weights_only_error"] == "UnpicklingError"
     assert r["explorer_plain_load"].startswith("fails") and r["exercise_01_passed"] is False
@@ -48,7 +57,10 @@ def check_01(r: dict[str, Any]) -> None:
 def check_02(r: dict[str, Any]) -> None:
     assert r["fix_prediction_max_abs_diff"] == 0.0 and r["fix_vs_compiled_max_abs_diff"] < 1e-4
     assert r["final_val_loss"] < r["pretrain_val_loss"]  # final training continued and improved
-    assert r["seed_fix_compiled_submodule_loads"] is False and r["seed_fix_clean_into_compiled_loads"] is False
+    assert (
+        r["seed_fix_compiled_submodule_loads"] is False
+        and r["seed_fix_clean_into_compiled_loads"] is False
+    )
     # the ten plain lines handle every direction, verified weight by weight and by predictions
     assert len(r["plain_loader_same_weights"]) == 4 and all(r["plain_loader_same_weights"].values())
     assert r["plain_loader_prediction_max_abs_diff"] == 0.0
@@ -57,44 +69,80 @@ def check_02(r: dict[str, Any]) -> None:
     assert "removed '_orig_mod.' from 12 keys" in reports["compiled file -> eager model"]
     assert "added '_orig_mod.' to 12 keys" in reports["clean file -> compiled model"]
     moved = reports["compiled file -> model with a compiled submodule"]
-    assert "reordered wrapper segments in 4 keys" in moved and "removed '_orig_mod.' from 8 keys" in moved
+    assert (
+        "reordered wrapper segments in 4 keys" in moved
+        and "removed '_orig_mod.' from 8 keys" in moved
+    )
     assert r["moved_key"] == ["_orig_mod.cnn_layers.0.weight", "cnn_layers._orig_mod.0.weight"]
     assert r["library_prediction_max_abs_diff"] == 0.0
-    assert r["explorer_seed_fix_on_submodule"].startswith("fails") and r["explorer_library_on_submodule"] == "loads"
+    assert (
+        r["explorer_seed_fix_on_submodule"].startswith("fails")
+        and r["explorer_library_on_submodule"] == "loads"
+    )
     assert r["exercise_02_passed"] is False
 
 
 def check_03(r: dict[str, Any]) -> None:
     t = {row["recipe"]: row for row in r["alternatives"]}
-    assert list(t)[0] == "model.compile() in place" and len(t) == 8  # PyTorch's recommendation first
+    assert (
+        list(t)[0] == "model.compile() in place" and len(t) == 8
+    )  # PyTorch's recommendation first
     assert all(row["same preds"] for row in t.values())
-    inplace, hooks, dcp, lib = (t["model.compile() in place"], t["state-dict hooks"], t["get/set_model_state_dict"],
-                                t["save_checkpoint / load_checkpoint"])
+    inplace, hooks, dcp, lib = (
+        t["model.compile() in place"],
+        t["state-dict hooks"],
+        t["get/set_model_state_dict"],
+        t["save_checkpoint / load_checkpoint"],
+    )
     # what the decision guide says about each, as measured
-    assert inplace["clean keys"] and inplace["→ compiled"] and inplace["submodule"] and not inplace["legacy file"]
+    assert (
+        inplace["clean keys"]
+        and inplace["→ compiled"]
+        and inplace["submodule"]
+        and not inplace["legacy file"]
+    )
     assert not inplace["reads _orig_mod"] and not inplace["DDP"]
     consume = t["consume_prefix on load"]
     assert consume["legacy file"] and not consume["submodule"] and not consume["→ compiled"]
-    assert lib["legacy file"] and lib["submodule"] and lib["→ compiled"] and lib["DDP"] and lib["reads _orig_mod"]
+    assert (
+        lib["legacy file"]
+        and lib["submodule"]
+        and lib["→ compiled"]
+        and lib["DDP"]
+        and lib["reads _orig_mod"]
+    )
     assert dcp["DDP"] and dcp["clean keys"] and not dcp["legacy file"]
     assert hooks["clean keys"] and hooks["→ compiled"] and hooks["submodule"]
-    assert not t["compile before loading"]["clean keys"] and t["save model._orig_mod"]["reads _orig_mod"]
+    assert (
+        not t["compile before loading"]["clean keys"]
+        and t["save model._orig_mod"]["reads _orig_mod"]
+    )
     assert not t["save model._orig_mod"]["submodule"] and not t["save model._orig_mod"]["DDP"]
     assert t["no compile"]["→ compiled"] is None and t["no compile"]["submodule"] is None
     assert r["exercise_03_passed"] is False
 
 
 def check_04(r: dict[str, Any]) -> None:
-    assert r["pretrain_losses"][-1] < r["pretrain_losses"][0] and r["final_losses"][-1] < r["final_losses"][0]
+    assert (
+        r["pretrain_losses"][-1] < r["pretrain_losses"][0]
+        and r["final_losses"][-1] < r["final_losses"][0]
+    )
     assert r["scenario2_max_abs_diff"] == 0.0 and r["scenario2_vs_compiled_max_abs_diff"] < 1e-4
-    assert r["resume_max_abs_diff"] == 0.0 and r["checkpoint_dict_keys"] == ["epoch", "model", "optimizer", "rng",
-                                                                               "scheduler"]
+    assert r["resume_max_abs_diff"] == 0.0 and r["checkpoint_dict_keys"] == [
+        "epoch",
+        "model",
+        "optimizer",
+        "rng",
+        "scheduler",
+    ]
     # the optimizer trap: names with _orig_mod. copied silently, then renamed
     assert all(n.startswith("_orig_mod.") for n in r["optimizer_names_after_load"])
     assert not any("_orig_mod" in n for n in r["optimizer_names_after_fix"])
     # the library's resume restores into the plain model (nothing added) and continues exactly
     assert "nothing renamed" in r["library_report"] and "added" not in r["library_report"]
-    assert "optimizer and scheduler" in r["library_report"] and r["library_resume_max_abs_diff"] == 0.0
+    assert (
+        "optimizer and scheduler" in r["library_report"] and r["library_resume_max_abs_diff"] == 0.0
+    )
     assert r["legacy_loads"] is True and r["legacy_removed_prefixes"] == {"_orig_mod.": 12}
     assert r["legacy_max_abs_diff"] == 0.0 and r["exercise_04_passed"] is False
 
@@ -104,32 +152,50 @@ def check_05(r: dict[str, Any]) -> None:
     assert lo <= s <= hi and r["model_first_step_s"] > 0
     # graph breaks: one deliberate break, two graphs; measured against the fixed model
     assert r["explain_graphs"] == 2 and r["explain_graph_breaks"] == 1
-    assert len(r["graph_break_table"]) == 2 and r["break_removal_speedup"][1] <= r["break_removal_speedup"][2]
+    assert (
+        len(r["graph_break_table"]) == 2
+        and r["break_removal_speedup"][1] <= r["break_removal_speedup"][2]
+    )
     # a ragged last batch recompiles once; each fix compiles one graph
     ragged = r["ragged_graphs"]
     assert ragged.pop("ragged last batch") == 2 and set(ragged.values()) == {1}
     rows = r["gpt_table"]
     compiled = {row["route"]: row for row in rows if row["mode"] != "eager"}
     assert set(compiled) == {"cold", "warm", "mega-cache", "regional"}  # four latency rows...
-    assert all(row["first_step_s"] > 0 for row in compiled.values())  # ...reported, never compared as a timing
-    assert all(row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1 and row["loss_agrees"] for row in rows)
+    assert all(
+        row["first_step_s"] > 0 for row in compiled.values()
+    )  # ...reported, never compared as a timing
+    assert all(
+        row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1 and row["loss_agrees"] for row in rows
+    )
     assert all(row["ci_low"] <= row["speedup"] <= row["ci_high"] for row in rows)
-    assert compiled["cold"]["speedup"] == compiled["warm"]["speedup"]  # one pooled steady-state comparison
-    # where the latency goes, as the notebook explains it: warm and mega-cache find every graph in a cache...
+    assert (
+        compiled["cold"]["speedup"] == compiled["warm"]["speedup"]
+    )  # one pooled steady-state comparison
+    # where the latency goes, as the notebook explains it: warm and mega-cache find every graph
+    # in a cache...
     assert compiled["cold"]["cache_misses"] > 0 and compiled["cold"]["libraries_built"] > 0
     assert compiled["warm"]["cache_misses"] == 0 and compiled["warm"]["cache_hits"] > 0
     assert compiled["mega-cache"]["cache_hits"] == compiled["warm"]["cache_hits"]
     assert compiled["mega-cache"]["cache_misses"] == 0
-    # ...but only warm keeps what the compiler built; on a CPU the mega-cache rebuilds the C++ libraries
+    # ...but only warm keeps what the compiler built; on a CPU the mega-cache rebuilds the C++
+    # libraries
     assert compiled["warm"]["libraries_built"] == 0
     if not GPU:
         assert compiled["mega-cache"]["libraries_built"] == compiled["cold"]["libraries_built"]
-        # the CPU probe is timed once, apart, by the cold route; the other new caches start from its answer
+        # the CPU probe is timed once, apart, by the cold route; the other new caches start from
+        # its answer
         assert compiled["cold"]["cpu_probe_s"] > 0 and compiled["mega-cache"]["cpu_probe_s"] == 0
         assert any("probe of this CPU" in line for line in r["takeaway"])
     assert all("graph_breaks" in row and "recompiles" in row for row in rows)
-    assert r["takeaway"][0].startswith("Compiling the workshop model") and any("cold cache" in x for x in r["takeaway"])
-    assert r["regional_keys_have_orig_mod"] and r["regional_inplace_keys_clean"] and r["regional_roundtrip_ok"]
+    assert r["takeaway"][0].startswith("Compiling the workshop model") and any(
+        "cold cache" in x for x in r["takeaway"]
+    )
+    assert (
+        r["regional_keys_have_orig_mod"]
+        and r["regional_inplace_keys_clean"]
+        and r["regional_roundtrip_ok"]
+    )
     assert r["mega_cache_bytes"] > 0 and r["gpu_results_shown"] is True
     assert len(r["verdict"]) == 3 and all("95% interval" in line for line in r["verdict"])
     _, low, high = r["model_speedup"]
@@ -139,30 +205,47 @@ def check_05(r: dict[str, Any]) -> None:
 
 def check_06(r: dict[str, Any]) -> None:
     assert r["cudagraphs_ran_here"] is GPU
-    # a record of another experiment is labelled as such (the training-loop record is measured on a GPU)
-    assert r["cudagraph_record_is_lesson"] == (r["cudagraphs"]["experiment"].startswith("training steps"))
+    # a record of another experiment is labelled as such (the training-loop record is measured
+    # on a GPU)
+    assert r["cudagraph_record_is_lesson"] == (
+        r["cudagraphs"]["experiment"].startswith("training steps")
+    )
     if GPU:
         assert r["cudagraph_record_is_lesson"] is True
     variants = r["cudagraphs"]["variants"]
     failing = [name for name, v in variants.items() if not v["works"]]
-    assert failing and all("overwritten by a subsequent run" in variants[n]["error"] for n in failing)
+    assert failing and all(
+        "overwritten by a subsequent run" in variants[n]["error"] for n in failing
+    )
     assert all(v["works"] for name, v in variants.items() if "clone" in name or "default" in name)
     assert not any("mark_step_begin" in name and "fix" in name for name in variants)
     rows = r["activation_checkpointing"]["rows"]
     for mode in ("eager", "compiled"):
-        plain, ckpt = (next(x for x in rows if x["mode"] == mode and x["checkpointing"] is c) for c in (False, True))
+        plain, ckpt = (
+            next(x for x in rows if x["mode"] == mode and x["checkpointing"] is c)
+            for c in (False, True)
+        )
         assert plain["loss"] == ckpt["loss"] and ckpt["grad_max_abs_diff"] == 0.0
         assert ckpt["saved_mb"] < plain["saved_mb"]  # measured in the mode the row names
     cw = r["checkpoint_wrapper"]
     assert "_checkpoint_wrapped_module" not in cw["state_dict_keys"][0]
-    assert "_checkpoint_wrapped_module" in cw["named_parameters"][0] and cw["loads_into_plain"] is True
+    assert (
+        "_checkpoint_wrapped_module" in cw["named_parameters"][0] and cw["loads_into_plain"] is True
+    )
     orders = r["ddp_orders"]
     assert orders["model.compile(), then DDP(model)"]["keys"][0] == "module.cnn_layers.0.weight"
     assert orders["DDP(torch.compile(model))"]["keys"][0].startswith("module._orig_mod.")
     assert orders["torch.compile(DDP(model))"]["keys"][0].startswith("_orig_mod.module.")
-    assert all(o["saved_keys"][0] == "cnn_layers.0.weight" and o["max_abs_diff"] <= 1e-5 for o in orders.values())
-    assert all(o["library_same_keys"] for o in orders.values())  # the plain unwrap and the library agree
-    for name, shown in r["ddp_diff_shown"].items():  # the table shows each difference as recorded, not rounded to 0
+    assert all(
+        o["saved_keys"][0] == "cnn_layers.0.weight" and o["max_abs_diff"] <= 1e-5
+        for o in orders.values()
+    )
+    assert all(
+        o["library_same_keys"] for o in orders.values()
+    )  # the plain unwrap and the library agree
+    for name, shown in r[
+        "ddp_diff_shown"
+    ].items():  # the table shows each difference as recorded, not rounded to 0
         assert float(shown) == pytest.approx(orders[name]["max_abs_diff"], rel=0.06, abs=0.0)
     assert r["dcp"]["converted_ok"] is True and r["dcp"]["keys"][0] == "cnn_layers.0.weight"
     assert r["ddp_resume_max_abs_diff"] == 0.0
@@ -182,15 +265,22 @@ def check_07(r: dict[str, Any]) -> None:
     assert "_orig_mod" in f["wrapped_live_keys"][0] and "_orig_mod" not in f["wrapped_dcp_keys"][0]
     assert f["live_keys"][0] == f["dcp_keys"][0] == "blocks.0.ln1.weight"
     assert all(t["ok"] and t["identical"] and t["plain"] != "loads" for t in r["trainers"].values())
-    assert r["trainers"]["transformers"]["from_pretrained_max_abs_diff"] > 0  # from_pretrained dropped a block
+    assert (
+        r["trainers"]["transformers"]["from_pretrained_max_abs_diff"] > 0
+    )  # from_pretrained dropped a block
     assert set(r["trainer_versions"]) == {"lightning", "accelerate", "transformers"}
 
 
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
-    "00_check_setup": check_00, "01_reproduce_the_failure": check_01, "02_fix_clean_on_load": check_02,
-    "03_alternatives": check_03, "04_pretrain_finetune_pipeline": check_04,
-    "05_benchmark_compiled_vs_eager": check_05, "06_pitfalls_and_scaling_out": check_06,
-    "07_beyond_training": check_07}
+    "00_check_setup": check_00,
+    "01_reproduce_the_failure": check_01,
+    "02_fix_clean_on_load": check_02,
+    "03_alternatives": check_03,
+    "04_pretrain_finetune_pipeline": check_04,
+    "05_benchmark_compiled_vs_eager": check_05,
+    "06_pitfalls_and_scaling_out": check_06,
+    "07_beyond_training": check_07,
+}
 
 
 def test_every_notebook_has_a_check():
@@ -202,33 +292,45 @@ def test_every_notebook_has_a_check():
 def test_notebook_is_committed_clean_and_well_formed(path: Path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), (
         f"{path.name} is committed with outputs or execution counts; clear them"
-    assert nb["cells"][0]["cell_type"] == "markdown" and "What you will learn" in "".join(nb["cells"][0]["source"])
+    )
+    assert nb["cells"][0]["cell_type"] == "markdown" and "What you will learn" in "".join(
+        nb["cells"][0]["source"]
+    )
     assert nb["metadata"]["kernelspec"]["name"] == "compile-ckpt"
     params = parameters_cell(path)
-    source = "".join(next(c["source"] for c in code if "parameters" in c["metadata"].get("tags", [])))
-    assert all(line.count("  # ") == 1 for line in source.splitlines()), "every parameter has a help comment"
+    source = "".join(
+        next(c["source"] for c in code if "parameters" in c["metadata"].get("tags", []))
+    )
+    assert all(line.count("  # ") == 1 for line in source.splitlines()), (
+        "every parameter has a help comment"
+    )
     assert params.get("device", ("auto", "str")) == ("auto", "str")
     assert "if CI" not in path.read_text() and 'environ.get(\\"CI' not in path.read_text()
-    # lesson cells hold lesson code: the values the tests read are recorded in one trailing, collapsed cell
+    # lesson cells hold lesson code: the values the tests read are recorded in one trailing,
+    # collapsed cell
     *lesson, last = code
-    assert RECORD_TAG in last["metadata"].get("tags", []) and last["metadata"]["jupyter"]["source_hidden"] is True
+    assert (
+        RECORD_TAG in last["metadata"].get("tags", [])
+        and last["metadata"]["jupyter"]["source_hidden"] is True
+    )
     assert "record_all(" in "".join(last["source"])
     for cell in lesson:
         src = "".join(cell["source"])
-        assert "record(" not in src and "record_all(" not in src and "workshop.record" not in src, src[:80]
+        assert "record(" not in src and "record_all(" not in src and "workshop.record" not in src, (
+            src[:80]
+        )
         assert RECORD_TAG not in cell["metadata"].get("tags", [])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", notebooks_in(NOTEBOOKS), ids=lambda p: p.stem)
-def test_notebook_runs_and_teaches_what_it_says(path, tmp_path, monkeypatch):
+def test_notebook_runs_and_teaches_what_it_says(path, tmp_path):
     [(_, params, why)] = plan([path], SMOKE, {}, notebooks_in(NOTEBOOKS))
     assert not why
-    monkeypatch.setenv("COMPILE_CKPT_WORKDIR", str(tmp_path / "artifacts"))
-    monkeypatch.setenv("MPLBACKEND", "agg")
-    run = run_notebook(path, tmp_path / path.name, params, timeout=900)
+    run = run_notebook(path, tmp_path / path.name, params, timeout=900,
+                       workdir=tmp_path / "artifacts")
     assert run.status == "ok", run.error
     CHECKS[path.stem](run.records)
 
@@ -236,22 +338,29 @@ def test_notebook_runs_and_teaches_what_it_says(path, tmp_path, monkeypatch):
 def test_the_kernel_check_names_the_fix_when_the_project_is_missing():
     """Notebook 00's first cell runs in any kernel; without the package it prints the exact fix."""
     nb = json.loads((NOTEBOOKS / "00_check_setup.ipynb").read_text())
-    cell = next("".join(c["source"]) for c in nb["cells"] if "import_module(\"compile_ckpt.workshop\")"
-                in "".join(c["source"]))
+    cell = next(
+        "".join(c["source"])
+        for c in nb["cells"]
+        if 'import_module("compile_ckpt.workshop")' in "".join(c["source"])
+    )
     blocker = "import sys; sys.modules['compile_ckpt'] = None\n"
-    r = subprocess.run([sys.executable, "-c", blocker + "expected_torch = '2.13.0'\n" + cell], capture_output=True,
-                       text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", blocker + "expected_torch = '2.13.0'\n" + cell],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode != 0 and "This kernel cannot run the workshop" in r.stdout
     assert f"{sys.executable} -m pip install -r requirements.txt -e '.[workshop]'" in r.stdout
     assert "Python (compile-ckpt)" in r.stdout
 
 
 @pytest.mark.slow
-def test_explicit_cuda_without_gpu_fails_clearly(tmp_path, monkeypatch):
+def test_explicit_cuda_without_gpu_fails_clearly(tmp_path):
     from papermill.exceptions import PapermillExecutionError
 
     if GPU:
         pytest.skip("this machine has a GPU: device='cuda' is valid here")
-    monkeypatch.setenv("COMPILE_CKPT_WORKDIR", str(tmp_path))
     with pytest.raises(PapermillExecutionError, match="no CUDA GPU"):
-        run_notebook(NOTEBOOKS / "00_check_setup.ipynb", tmp_path / "00.ipynb", {"device": "cuda"}, timeout=300)
+        run_notebook(NOTEBOOKS / "00_check_setup.ipynb", tmp_path / "00.ipynb", {"device": "cuda"},
+                     timeout=300, workdir=tmp_path)

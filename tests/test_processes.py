@@ -21,7 +21,8 @@ from compile_ckpt.workshop.env import run_process
 # writes both PIDs, and waits.
 TREE = textwrap.dedent("""
     import subprocess, sys, time
-    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                  start_new_session=True)
     open(sys.argv[1], "w").write(f"{grandchild.pid}")
     time.sleep(600)
 """)
@@ -30,7 +31,11 @@ TREE = textwrap.dedent("""
 def _gone(pids: list[int], within: float = 15.0) -> bool:
     deadline = time.time() + within
     while time.time() < deadline:
-        alive = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p
+            for p in pids
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         if not alive:
             return True
         time.sleep(0.2)
@@ -70,24 +75,33 @@ def test_a_signal_to_the_owner_kills_the_tree(tmp_path, sig):
 @pytest.mark.slow
 def test_launcher_kills_the_whole_job_on_timeout(tmp_path):
     script = tmp_path / "job.py"
-    script.write_text("import argparse, time\nargparse.ArgumentParser().add_argument('--out')\ntime.sleep(600)\n")
+    script.write_text(
+        "import argparse, time\nargparse.ArgumentParser().add_argument('--out')\ntime.sleep(600)\n"
+    )
     with pytest.raises(TimeoutError, match="all its processes were killed"):
         launch(script, nproc=2, timeout=8, out_json=tmp_path / "o.json")
-    assert not [p for p in psutil.process_iter(["cmdline"]) if str(script) in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if str(script) in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 @pytest.mark.slow
 def test_launcher_returns_the_jobs_json_and_reports_failures(tmp_path):
     script = tmp_path / "job.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import argparse, json, os
-        ap = argparse.ArgumentParser(); ap.add_argument("--out"); ap.add_argument("--fail", action="store_true")
+        ap = argparse.ArgumentParser(); ap.add_argument("--out")
+        ap.add_argument("--fail", action="store_true")
         args = ap.parse_args()
         if args.fail:
             raise SystemExit(3)
         if os.environ["RANK"] == "0":
             json.dump({"world": int(os.environ["WORLD_SIZE"])}, open(args.out, "w"))
-    """))
+    """)
+    )
     assert launch(script, nproc=2, timeout=120, out_json=tmp_path / "o.json")["world"] == 2
     with pytest.raises(RuntimeError, match="exit code"):
         launch(script, ["--fail"], nproc=2, timeout=120, out_json=tmp_path / "o.json")

@@ -57,7 +57,9 @@ def wrap(model: nn.Module, inner: list[str], root: str) -> nn.Module:
     """Wrap the i-th submodule (in named_modules order) by inner[i % len], then the root."""
     # Parents are looked up in the unwrapped tree first, then wrapped deepest-first, so a
     # wrapper never ends up holding a second copy of a child.
-    subs = [(n, m, model.get_submodule(n.rpartition(".")[0])) for n, m in model.named_modules() if n]
+    subs = [
+        (n, m, model.get_submodule(n.rpartition(".")[0])) for n, m in model.named_modules() if n
+    ]
     for i, (name, mod, parent) in reversed(list(enumerate(subs))):
         how = inner[i % len(inner)]
         leaf = name.rpartition(".")[2]
@@ -89,11 +91,19 @@ def outputs(model: nn.Module) -> torch.Tensor:
 
 
 @pytest.mark.usefixtures("gloo")
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(spec=trees, src_inner=st.lists(st.sampled_from(INNER), min_size=1, max_size=3),
-       dst_inner=st.lists(st.sampled_from(INNER), min_size=1, max_size=3),
-       src_root=st.sampled_from(ROOT), dst_root=st.sampled_from(ROOT))
-def test_saved_one_way_loads_any_other_way(tmp_path_factory, spec, src_inner, dst_inner, src_root, dst_root):
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    spec=trees,
+    src_inner=st.lists(st.sampled_from(INNER), min_size=1, max_size=3),
+    dst_inner=st.lists(st.sampled_from(INNER), min_size=1, max_size=3),
+    src_root=st.sampled_from(ROOT),
+    dst_root=st.sampled_from(ROOT),
+)
+def test_saved_one_way_loads_any_other_way(
+    tmp_path_factory, spec, src_inner, dst_inner, src_root, dst_root
+):
     src = wrap(build(spec, 0), src_inner, src_root)
     dst = wrap(build(spec, 1), dst_inner, dst_root)
     raw = src.state_dict()

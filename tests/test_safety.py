@@ -72,8 +72,10 @@ def test_checkpoint_needing_other_globals_names_them(tmp_path):
         assert torch.load(path, weights_only=True)["args"].lr == 0.1
 
 
-@pytest.mark.parametrize("case", ["missing", "directory", "dcp_directory", "empty", "truncated",
-                                  "random", "bad_safetensors"])
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "directory", "dcp_directory", "empty", "truncated", "random", "bad_safetensors"],
+)
 def test_bad_files_raise_clear_errors(tmp_path, small_model, case):
     good = tmp_path / "good.pt"
     torch.save(small_model().state_dict(), good)
@@ -128,8 +130,9 @@ def test_killed_writer_never_leaves_a_torn_checkpoint(tmp_path):
     rng = random.Random(1)
     kills = 0
     for round_ in range(8):
-        proc = subprocess.Popen([sys.executable, str(script), str(path), str(round_)],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(path), str(round_)], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         for _ in range(3):
             time.sleep(rng.uniform(0.01, 0.25))
@@ -154,7 +157,9 @@ def test_a_symlink_is_written_through(tmp_path, small_model):
     (tmp_path / "latest.pt").symlink_to("ckpt_100.pt")
     save_checkpoint(tmp_path / "latest.pt", small_model(1))
     assert (tmp_path / "latest.pt").is_symlink()
-    assert torch.equal(read_checkpoint(real)["model_state_dict"]["head.0.weight"], small_model(1).head[0].weight)
+    assert torch.equal(
+        read_checkpoint(real)["model_state_dict"]["head.0.weight"], small_model(1).head[0].weight
+    )
 
 
 @pytest.mark.parametrize("kind", ["directory", "fifo"])
@@ -163,7 +168,9 @@ def test_what_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, small_mo
 
     path = tmp_path / "target.pt"
     path.mkdir() if kind == "directory" else os.mkfifo(path)
-    with pytest.raises(CheckpointWriteError, match=f"is a {'directory' if kind == 'directory' else 'FIFO'}"):
+    with pytest.raises(
+        CheckpointWriteError, match=f"is a {'directory' if kind == 'directory' else 'FIFO'}"
+    ):
         save_checkpoint(path, small_model())
     assert path.is_dir() if kind == "directory" else stat.S_ISFIFO(path.stat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["target.pt"]
@@ -175,7 +182,9 @@ def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_m
         new = save_checkpoint(tmp_path / "new.pt", small_model())
         assert stat.S_IMODE(new.stat().st_mode) == 0o644
         torch.save({}, tmp_path / "plain.pt")
-        assert stat.S_IMODE((tmp_path / "plain.pt").stat().st_mode) == 0o644  # what torch.save gives
+        assert (
+            stat.S_IMODE((tmp_path / "plain.pt").stat().st_mode) == 0o644
+        )  # what torch.save gives
         os.chmod(new, 0o640)
         save_checkpoint(new, small_model(1))
         assert stat.S_IMODE(new.stat().st_mode) == 0o640
@@ -186,8 +195,9 @@ def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_m
 def test_a_killed_saves_temporary_file_is_removed_by_the_next_save(tmp_path, small_model):
     from compile_ckpt.atomic import HOST_TAG
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f".c.pt.{HOST_TAG}-{dead}-abc123.tmp"
     live = tmp_path / f".c.pt.{HOST_TAG}-{os.getppid()}-def456.tmp"  # a live writer's
     # Written by another machine on a shared filesystem: its PID says nothing here, and the
@@ -223,8 +233,13 @@ def test_a_really_full_disk(tmp_path, small_model):
 
     mnt = tmp_path / "tiny"
     mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("mounting a tmpfs is not permitted here; test_a_full_disk_leaves_the_old_file covers the path")
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True
+    ).returncode:
+        pytest.skip(
+            "mounting a tmpfs is not permitted here; test_a_full_disk_leaves_the_old_file "
+            "covers the path"
+        )
     try:
         save_checkpoint(mnt / "c.pt", torch.nn.Linear(2, 2))
         before = (mnt / "c.pt").read_bytes()
@@ -251,10 +266,18 @@ def test_a_malformed_compile_ckpt_safetensors_header_is_corruption(tmp_path, sma
     from safetensors.torch import save_file
 
     path = tmp_path / "x.safetensors"
-    save_file({"w": torch.ones(2)}, str(path), metadata={"compile_ckpt": "{not json", "compile_ckpt_version": "2"})
+    save_file(
+        {"w": torch.ones(2)},
+        str(path),
+        metadata={"compile_ckpt": "{not json", "compile_ckpt_version": "2"},
+    )
     with pytest.raises(CorruptCheckpointError, match="not a readable safetensors file"):
         read_checkpoint(path)
-    save_file({"w": torch.ones(2)}, str(path), metadata={"compile_ckpt": "[1, 2]", "compile_ckpt_version": "2"})
+    save_file(
+        {"w": torch.ones(2)},
+        str(path),
+        metadata={"compile_ckpt": "[1, 2]", "compile_ckpt_version": "2"},
+    )
     with pytest.raises(CorruptCheckpointError) as caught:
         read_checkpoint(path)
     # The message, not str(exc): the path (this test's own name) says "malformed" too.
@@ -263,15 +286,21 @@ def test_a_malformed_compile_ckpt_safetensors_header_is_corruption(tmp_path, sma
 
 # -------------------------------------------------------------------- checksums
 @settings(max_examples=60, deadline=None, derandomize=True)
-@given(flips=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4),
-       suffix=st.sampled_from([".pt", ".safetensors"]))
+@given(
+    flips=st.lists(
+        st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=4
+    ),
+    suffix=st.sampled_from([".pt", ".safetensors"]),
+)
 def test_random_corruption_never_loads_silently(tmp_path_factory, flips, suffix):
     """Flip bytes anywhere in a checksummed file: the load raises a CheckpointError, or what it
     loads is identical to what was saved, tensors and metadata (the flip landed where nothing is
     read). torch does not check its zip CRCs, so the whole-content SHA-256 is what catches a flip
     in metadata; in a safetensors header it also catches renamed tensors and damaged entries."""
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
-    path = save_checkpoint(tmp_path_factory.mktemp("c") / f"c{suffix}", model, metadata={"epoch": 7})
+    path = save_checkpoint(
+        tmp_path_factory.mktemp("c") / f"c{suffix}", model, metadata={"epoch": 7}
+    )
     data = bytearray(path.read_bytes())
     for where, xor in flips:
         data[int(where * len(data))] ^= xor
@@ -281,9 +310,15 @@ def test_random_corruption_never_loads_silently(tmp_path_factory, flips, suffix)
         report = load_checkpoint(path, target)
     except CheckpointError:
         return
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), target.state_dict().values(),
-                                                 strict=True))
-    assert report.metadata == {"torch_version": str(torch.__version__), "model_class": "Sequential", "epoch": 7}
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), target.state_dict().values(), strict=True)
+    )
+    assert report.metadata == {
+        "torch_version": str(torch.__version__),
+        "model_class": "Sequential",
+        "epoch": 7,
+    }
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
@@ -299,5 +334,7 @@ def test_a_flipped_digit_in_metadata_is_caught(tmp_path, suffix):
     path.write_bytes(data.replace(needle, b"\x4d\xd3\x04" if suffix == ".pt" else b"1235"))
     with pytest.raises(ChecksumMismatchError, match="metadata, optimizer or scheduler state"):
         load_checkpoint(path, torch.nn.Linear(4, 4))
-    report = load_checkpoint(path, torch.nn.Linear(4, 4), verify=False)  # asked not to check: it loads
+    report = load_checkpoint(
+        path, torch.nn.Linear(4, 4), verify=False
+    )  # asked not to check: it loads
     assert report.metadata["epoch"] == 1235 and not report.checksums_verified

@@ -12,8 +12,23 @@ import pytest
 
 from conftest import ROOT
 
-BLOCKED = ("pandas", "matplotlib", "tqdm", "psutil", "ipywidgets", "IPython", "papermill", "nbformat", "nbconvert",
-           "yaml", "numpy", "safetensors", "lightning", "accelerate", "transformers")
+BLOCKED = (
+    "pandas",
+    "matplotlib",
+    "tqdm",
+    "psutil",
+    "ipywidgets",
+    "IPython",
+    "papermill",
+    "nbformat",
+    "nbconvert",
+    "yaml",
+    "numpy",
+    "safetensors",
+    "lightning",
+    "accelerate",
+    "transformers",
+)
 PRELUDE = textwrap.dedent(f"""
     import importlib.machinery, sys
     class NotInstalled(importlib.machinery.PathFinder):  # as if these packages were not installed
@@ -22,14 +37,19 @@ PRELUDE = textwrap.dedent(f"""
             if name.split(".")[0] in {BLOCKED!r}:
                 return None
             return super().find_spec(name, path, target)
-    sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f for f in sys.meta_path]
+    sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f
+                     for f in sys.meta_path]
     sys.path_importer_cache.clear()
 """)
 
 
 def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +57,27 @@ def compiled_checkpoint(tmp_path_factory):
     import torch
 
     path = tmp_path_factory.mktemp("torch_only") / "seed.pt"
-    torch.save({"model_state_dict": torch.compile(torch.nn.Linear(3, 3), backend="eager").state_dict()}, path)
+    torch.save(
+        {"model_state_dict": torch.compile(torch.nn.Linear(3, 3), backend="eager").state_dict()},
+        path,
+    )
     return path
 
 
 def test_library_imports_saves_and_loads_with_torch_alone(tmp_path, compiled_checkpoint):
-    r = python("""
+    r = python(
+        """
         import sys, torch, compile_ckpt
         from compile_ckpt import load_checkpoint, save_checkpoint
         model = torch.nn.Linear(3, 3)
         print(load_checkpoint(sys.argv[1], model))
         save_checkpoint(sys.argv[2], torch.compile(model, backend="eager"))
-        print(sorted(m for m in sys.modules if m.split(".")[0] in ("pandas", "numpy", "tqdm", "psutil")))
-    """, str(compiled_checkpoint), str(tmp_path / "clean.pt"))
+        heavy = ("pandas", "numpy", "tqdm", "psutil")
+        print(sorted(m for m in sys.modules if m.split(".")[0] in heavy))
+    """,
+        str(compiled_checkpoint),
+        str(tmp_path / "clean.pt"),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "removed '_orig_mod.' from 2 keys" in r.stdout and r.stdout.strip().endswith("[]")
 
@@ -57,16 +85,25 @@ def test_library_imports_saves_and_loads_with_torch_alone(tmp_path, compiled_che
 @pytest.mark.parametrize("command", ["inspect", "clean"])
 def test_cli_inspect_and_clean_with_torch_alone(tmp_path, compiled_checkpoint, command):
     args = [str(compiled_checkpoint)] + ([str(tmp_path / "out.pt")] if command == "clean" else [])
-    r = python("import runpy, sys; sys.argv = ['compile-ckpt', *sys.argv[1:]]; "
-               "runpy.run_module('compile_ckpt', run_name='__main__')", command, *args)
+    r = python(
+        "import runpy, sys; sys.argv = ['compile-ckpt', *sys.argv[1:]]; "
+        "runpy.run_module('compile_ckpt', run_name='__main__')",
+        command,
+        *args,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert ("_orig_mod" in r.stdout) if command == "inspect" else (tmp_path / "out.pt").exists()
 
 
 def test_bench_says_it_needs_the_workshop_extra(tmp_path):
-    r = python("import runpy, sys; sys.argv = ['compile-ckpt', 'bench', '--out', sys.argv[1]]; "
-               "runpy.run_module('compile_ckpt', run_name='__main__')", str(tmp_path))
-    assert r.returncode == 2 and "needs the workshop extra" in r.stderr and "Traceback" not in r.stderr
+    r = python(
+        "import runpy, sys; sys.argv = ['compile-ckpt', 'bench', '--out', sys.argv[1]]; "
+        "runpy.run_module('compile_ckpt', run_name='__main__')",
+        str(tmp_path),
+    )
+    assert (
+        r.returncode == 2 and "needs the workshop extra" in r.stderr and "Traceback" not in r.stderr
+    )
 
 
 def test_the_core_dependency_is_torch_alone():

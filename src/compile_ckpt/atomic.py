@@ -80,7 +80,8 @@ def _create_temp(target: Path) -> Path:
     """A new, empty file beside ``target``, created as ``open()`` creates one (so the umask
     and any default ACL apply), named after this machine, this process and a random token."""
     for _ in range(100):
-        tmp = target.with_name(f".{target.name}.{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+        token = f"{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = target.with_name(f".{target.name}.{token}.tmp")
         try:
             os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
             return tmp
@@ -121,7 +122,8 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
         why = (exc.strerror if isinstance(exc, OSError) and exc.strerror
                else str(exc).splitlines()[0][:200])
         raise CheckpointWriteError(f"could not be written ({why}; {free:,} bytes free on its "
-                                   "device); the previous file, if any, is unchanged", path) from exc
+                                   "device); the previous file, if any, is unchanged",
+                                   path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

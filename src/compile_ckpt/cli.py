@@ -71,7 +71,8 @@ def bounded(value: Any, depth: int = 0) -> Any:
         return out
     if isinstance(value, (list, tuple, set)):
         seq = list(value)
-        return [bounded(v, depth + 1) for v in seq[:50]] + ([f"... {len(seq) - 50} more"] if len(seq) > 50 else [])
+        more = [f"... {len(seq) - 50} more"] if len(seq) > 50 else []
+        return [bounded(v, depth + 1) for v in seq[:50]] + more
     return f"<{type(value).__name__}>"
 
 
@@ -79,7 +80,8 @@ def dumps(obj: Any) -> str:
     """Strict, bounded JSON for ``--json``."""
     text = json.dumps(bounded(obj), indent=2, allow_nan=False)
     if len(text) > JSON_LIMIT and isinstance(obj, dict) and "metadata" in obj:
-        text = json.dumps(bounded({**obj, "metadata": "<omitted: too large for --json>"}), indent=2, allow_nan=False)
+        omitted = {**obj, "metadata": "<omitted: too large for --json>"}
+        text = json.dumps(bounded(omitted), indent=2, allow_nan=False)
     if len(text) > JSON_LIMIT:
         text = json.dumps({"truncated": True, "head": text[: JSON_LIMIT // 2]}, allow_nan=False)
     return text
@@ -92,10 +94,12 @@ def _describe(state: Mapping[str, Any]) -> dict[str, Any]:
         for depth, part in enumerate(k.split(".")[:-1]):
             if part in WRAPPER_SEGMENTS:
                 segments.setdefault(part, Counter())[depth] += 1
-    return {"tensors": len(tensors), "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
-            "dtypes": dict(Counter(str(t.dtype).replace("torch.", "") for t in tensors.values())),
-            "wrapper_segments": {seg: {"keys": sum(c.values()), "at_depths": sorted(c)} for seg, c in segments.items()},
-            "first_keys": list(state)[:5]}
+    dtypes = Counter(str(t.dtype).removeprefix("torch.") for t in tensors.values())
+    return {"tensors": len(tensors),
+            "bytes": int(sum(t.numel() * t.element_size() for t in tensors.values())),
+            "dtypes": dict(dtypes), "first_keys": list(state)[:5],
+            "wrapper_segments": {seg: {"keys": sum(c.values()), "at_depths": sorted(c)}
+                                 for seg, c in segments.items()}}
 
 
 def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -105,13 +109,14 @@ def inspect_checkpoint(path: str | Path) -> dict[str, Any]:
     found = find_state_dicts(obj)
     if not found:
         raise CheckpointError("holds no state dict (no dict of named tensors at any level)", path)
-    top = [str(k) for k in obj] if isinstance(obj, dict) and BARE not in found else []
+    container = isinstance(obj, dict) and BARE not in found
+    top = [str(k) for k in obj] if container else []
     return {"path": str(path), "state_dicts": {name: _describe(sd) for name, sd in found.items()},
             "top_level_keys": top,
-            "optimizer_state": bool(top) and first_entry(obj, OPTIMIZER_KEYS)[1] is not None,
-            "scheduler_state": bool(top) and first_entry(obj, SCHEDULER_KEYS)[1] is not None,
+            "optimizer_state": container and first_entry(obj, OPTIMIZER_KEYS)[1] is not None,
+            "scheduler_state": container and first_entry(obj, SCHEDULER_KEYS)[1] is not None,
             "checksums": bool(isinstance(obj, dict) and obj.get("sha256")),
-            "metadata": obj.get("metadata", {}) if isinstance(obj, dict) and BARE not in found else {}}
+            "metadata": obj.get("metadata", {}) if container else {}}
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -122,14 +127,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     print(f"{info['path']}: {len(info['state_dicts'])} state dict(s)"
           + (f"; top-level keys {info['top_level_keys']}" if info["top_level_keys"] else ""))
     for name, d in info["state_dicts"].items():
-        print(f"  [{name}] {d['tensors']} tensors, {d['bytes'] / 2**20:.2f} MiB, dtypes {d['dtypes']}")
+        print(f"  [{name}] {d['tensors']} tensors, {d['bytes'] / 2**20:.2f} MiB, "
+              f"dtypes {d['dtypes']}")
         for seg, where in d["wrapper_segments"].items():
-            print(f"    wrapper segment '{seg}.' in {where['keys']} keys (depths {where['at_depths']})")
+            print(f"    wrapper segment '{seg}.' in {where['keys']} keys "
+                  f"(depths {where['at_depths']})")
         if not d["wrapper_segments"]:
             print("    no wrapper segments: keys are clean")
         print(f"    first keys: {d['first_keys']}")
-    print(f"  optimizer state: {'yes' if info['optimizer_state'] else 'no'}; scheduler state: "
-          f"{'yes' if info['scheduler_state'] else 'no'}; checksums: {'yes' if info['checksums'] else 'no'}")
+    said = {k: "yes" if info[k] else "no" for k in ("optimizer_state", "scheduler_state",
+                                                   "checksums")}
+    print(f"  optimizer state: {said['optimizer_state']}; scheduler state: "
+          f"{said['scheduler_state']}; checksums: {said['checksums']}")
     return EXIT_OK
 
 
@@ -150,7 +159,7 @@ def _clean_all(obj: Any) -> tuple[Any, dict[str, list[Rename]]]:
         if where == ("model_state_dict",) and isinstance(sums, Mapping):  # keyed like the tensors
             new = {r.source: r.target for r in renames["model_state_dict"]}
             obj = {**obj, "checksums": {new.get(k, k): v for k, v in sums.items()}}
-    if isinstance(obj, dict) and obj.get("sha256"):  # the content changed: a new whole-content digest
+    if isinstance(obj, dict) and obj.get("sha256"):  # the content changed: a new digest
         obj = {**{k: v for k, v in obj.items() if k != "sha256"}, "sha256": None}
         obj["sha256"] = content_digest({k: v for k, v in obj.items() if k != "sha256"})
     return obj, renames
@@ -166,14 +175,15 @@ def _write_clean(args: argparse.Namespace, cleaned: Any) -> None:
     found = find_state_dicts(cleaned)
     name = args.key or (next(iter(found)) if len(found) == 1 else None)
     if name is None or name not in found:
-        raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has {list(found)}: "
-                         "choose one with --key, or write a .pt file")
+        raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has "
+                         f"{list(found)}: choose one with --key, or write a .pt file")
     left = [k for k in (cleaned if isinstance(cleaned, dict) and name != BARE else {})
             if k not in (name.split(".")[0], "metadata", "format", "checksums", "sha256")]
     if left and not args.key:
-        raise UsageError(f"{out.name}: a .safetensors file cannot hold {left} from {args.path}; pass --key "
-                         f"{name} to write the weights alone, or write a .pt file")
-    meta = cleaned.get("metadata") if isinstance(cleaned, dict) and isinstance(cleaned.get("metadata"), dict) else {}
+        raise UsageError(f"{out.name}: a .safetensors file cannot hold {left} from {args.path}; "
+                         f"pass --key {name} to write the weights alone, or write a .pt file")
+    meta = cleaned.get("metadata") if isinstance(cleaned, dict) else None
+    meta = meta if isinstance(meta, dict) else {}
     try:
         save_checkpoint(out, found[name], metadata=meta)
     except UnsupportedContentError as exc:
@@ -229,22 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_inspect)
-    p = sub.add_parser("clean", help="write a copy with wrapper segments removed from every state dict, atomically")
+    p = sub.add_parser("clean", help="write a copy with wrapper segments removed from every "
+                       "state dict, atomically")
     p.add_argument("path")
-    p.add_argument("out", nargs="?", help="the format follows its suffix: .safetensors, else torch.save")
+    p.add_argument("out", nargs="?", help="the format follows its suffix: .safetensors, else "
+                   "torch.save")
     p.add_argument("--dry-run", action="store_true", help="list the renames, write nothing")
     p.add_argument("--key", help="for a .safetensors OUT: the state dict to write (see inspect)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_clean)
-    p = sub.add_parser("bench", help="eager vs compiled pretraining steps (needs the workshop extra)")
+    p = sub.add_parser("bench", help="eager vs compiled pretraining steps (needs the workshop "
+                       "extra)")
     p.add_argument("--workload", default="seed", choices=["seed", "gpt"])
-    p.add_argument("--profile", default="auto", help="auto, or a profile of the workload (cpu-smoke, laptop, gpu, ...)")
+    p.add_argument("--profile", default="auto", help="auto, or a profile of the workload "
+                   "(cpu-smoke, laptop, gpu, ...)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
-    p.add_argument("--cold-warm", action="store_true", help="fresh processes: cold, warm (and for gpt mega-cache, "
-                                                             "regional) compile latency")
-    p.add_argument("--budget-s", type=float, default=3600,
-                   help="with --cold-warm: seconds for all runs; what finished is kept (exit 1 if cut short)")
+    p.add_argument("--cold-warm", action="store_true", help="fresh processes: cold, warm (and "
+                   "for gpt mega-cache, regional) compile latency")
+    p.add_argument("--budget-s", type=float, default=3600, help="with --cold-warm: seconds for "
+                   "all runs; what finished is kept (exit 1 if cut short)")
     p.set_defaults(fn=_cmd_bench)
     return ap
 

@@ -18,5 +18,6 @@ def device_problem(device: str | torch.device) -> str | None:
         return (f"{str(device)!r} was asked for, but this machine has no CUDA GPU (torch "
                 f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'})")
     if dev.index is not None and dev.index >= torch.cuda.device_count():
-        return f"{str(device)!r} was asked for, but this machine has {torch.cuda.device_count()} GPU(s)"
+        n = torch.cuda.device_count()
+        return f"{str(device)!r} was asked for, but this machine has {n} GPU(s)"
     return None

@@ -68,8 +68,8 @@ def extract_model_state_dict(obj: Any, origin: str | None = None, key: str | Non
     """
     expected = f"a state dict or a dict with one of {list(MODEL_KEYS)}"
     if not isinstance(obj, Mapping):
-        raise CheckpointFormatError(f"holds a {type(obj).__name__}, not a dict; expected {expected}",
-                                    origin)
+        raise CheckpointFormatError(f"holds a {type(obj).__name__}, not a dict; expected "
+                                    f"{expected}", origin)
     found = find_state_dicts(obj)
     if key is not None:
         if key not in found:

@@ -1,5 +1,5 @@
-"""Deterministic synthetic data: the original write-up's multimodal regression task, and token streams
-for the GPT pretraining workload. Both have a learnable signal, so losses fall."""
+"""Deterministic synthetic data: the write-up's multimodal regression task, and token streams for
+the GPT pretraining workload. Both have a learnable signal, so losses fall."""
 
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ def _make_split(n: int, model_cfg: ModelConfig, noise: float, g: torch.Generator
     freq = torch.randint(1, 6, (n, 1, 1), generator=g).float()
     phase = torch.rand(n, c, 1, generator=g) * 2 * math.pi
     amp = torch.rand(n, c, 1, generator=g) + 0.5
-    signal = amp * torch.sin(2 * math.pi * freq * t + phase) + 0.3 * torch.randn(n, c, length, generator=g)
+    jitter = 0.3 * torch.randn(n, c, length, generator=g)
+    signal = amp * torch.sin(2 * math.pi * freq * t + phase) + jitter
     tabular = torch.randn(n, f, generator=g)
     # Target: the dominant frequency, the mean amplitude, a linear and a non-linear tabular term.
     y = (0.5 * freq.view(n) + amp.mean(dim=(1, 2)) + tabular @ w

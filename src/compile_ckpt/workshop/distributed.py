@@ -40,8 +40,8 @@ def single_process_group() -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def launch(script: str | os.PathLike[str], args: Sequence[str] = (), *, nproc: int = 2, timeout: float = 600,
-           out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def launch(script: str | os.PathLike[str], args: Sequence[str] = (), *, nproc: int = 2,
+           timeout: float = 600, out_json: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Run ``torchrun --nproc-per-node N script args`` on a free localhost port and return the
     JSON the job wrote to ``out_json`` (passed to it as ``--out``), plus ``wall_s``.
 
@@ -57,7 +57,8 @@ def launch(script: str | os.PathLike[str], args: Sequence[str] = (), *, nproc: i
         cmd += ["--out", str(out_json)]
     t0 = time.perf_counter()
     try:
-        code, output = run_process(cmd, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        code, output = run_process(cmd, timeout=timeout,
+                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     except TimeoutError as exc:
         raise TimeoutError(f"{script}: {exc}") from None
     if code != 0:

@@ -45,8 +45,8 @@ def versions() -> dict[str, str]:
     out = {"python": platform.python_version(), "torch": torch.__version__,
            "torch_build": f"CUDA {torch.version.cuda}" if torch.version.cuda else "CPU only",
            "platform": platform.platform()}
-    for pkg in ("numpy", "pandas", "matplotlib", "tqdm", "ipywidgets", "ipykernel", "jupyterlab", "papermill",
-                "safetensors", "triton"):
+    for pkg in ("numpy", "pandas", "matplotlib", "tqdm", "ipywidgets", "ipykernel", "jupyterlab",
+                "papermill", "safetensors", "triton"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
@@ -120,10 +120,11 @@ def kill_tree_on_signals(pid: int) -> Iterator[None]:
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux only)
     with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: SIGKILL when the parent dies
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed with its parent
 
 
-def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+                ) -> tuple[int, str]:
     """Run ``cmd`` in a session of its own and return ``(exit code, output)``.
 
     Output goes to a temporary file, not a pipe (a stray grandchild could hold a pipe open
@@ -143,8 +144,8 @@ def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | 
         except subprocess.TimeoutExpired:
             kill_process_tree(proc.pid)
             logfile.seek(0)
-            raise TimeoutError(f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f}s; all its processes "
-                               f"were killed.\n{logfile.read()[-3000:]}") from None
+            raise TimeoutError(f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f}s; all "
+                               f"its processes were killed.\n{logfile.read()[-3000:]}") from None
         finally:
             kill_process_tree(proc.pid)
         logfile.seek(0)

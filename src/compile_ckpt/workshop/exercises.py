@@ -1,9 +1,9 @@
 """Checks for the notebooks' exercises, and ``reveal`` for their solutions.
 
-Each check takes the learner's function, tries it on the cases that matter, prints whether it
-works and, if not, what is missing, and returns ``(ok, message)``. A check never raises,
-whatever the learner's code does. Any natural correct plain-PyTorch answer passes (any key
-names that hold the right state); so does one using the library.
+Each check tries the learner's function on the cases that matter, prints whether it works and,
+if not, what is missing, and returns ``(ok, message)``; it never raises, whatever the learner's
+code does. Any natural correct answer passes (any key names that hold the right state), plain
+PyTorch or the library.
 """
 
 from __future__ import annotations
@@ -18,22 +18,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import CheckpointError, UnsafeCheckpointError, find_state_dicts, load_checkpoint
-from .. import read_checkpoint
+from .. import find_state_dicts, load_checkpoint, read_checkpoint
+from ..errors import CheckpointError, UnsafeCheckpointError
 from ..layout import is_optimizer_state, is_scheduler_state
 from .distributed import single_process_group
 from .env import shipped
 from .model import TINY_CONFIG, build_model, same_predictions, wrap
 
 #: Exercise number -> the function in ``notebooks/solutions/solutions.py`` that solves it.
-SOLUTIONS = {"01": "portable_save", "02": "strip_compile_prefix", "03": "portable_state_dict", "04": "resume_save"}
-
-
-def _report(name: str, problems: list[str]) -> tuple[bool, str]:
-    ok = not problems
-    msg = f"{name}: {'correct!' if ok else 'not yet:'}" + ("" if ok else "\n  - " + "\n  - ".join(problems))
-    print(msg)
-    return ok, msg
+SOLUTIONS = {"01": "portable_save", "02": "strip_compile_prefix", "03": "portable_state_dict",
+             "04": "resume_save"}
+Problems = list[str]
+_FILE = object()  # in _saved_file's arguments: where the temporary file's path goes
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
@@ -42,71 +38,81 @@ def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str]:
     except NotImplementedError:
         return None, "the function still raises NotImplementedError: fill it in"
     except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-        return None, f"raised {type(exc).__name__}: {exc} ({traceback.format_exc(limit=1).splitlines()[-1]})"
+        where = traceback.format_exc(limit=1).splitlines()[-1]
+        return None, f"raised {type(exc).__name__}: {exc} ({where})"
 
 
-def _checked(name: str, body: Callable[[], list[str]]) -> tuple[bool, str]:
-    """Run a check's body; anything it did not foresee becomes a problem, never an exception."""
+def _checked(name: str, body: Callable[[], Problems]) -> tuple[bool, str]:
+    """Run a check's body and print the verdict; what it did not foresee becomes a problem."""
     try:
         problems = body()
     except Exception as exc:  # noqa: BLE001 - a check reports, it does not raise
-        problems = [f"the check could not use what your function produced: {type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0] if str(exc) else ''}"]
-    return _report(name, problems)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        problems = [f"the check could not use what your function produced: "
+                    f"{type(exc).__name__}: {first}"]
+    msg = f"{name}: " + ("correct!" if not problems else "not yet:\n  - " + "\n  - ".join(problems))
+    print(msg)
+    return not problems, msg
 
 
-def _load_safely(path: Path) -> tuple[Any, str]:
-    """The file as the library reads it (``weights_only=True``), or why it could not be read."""
-    try:
-        return read_checkpoint(path), ""
-    except UnsafeCheckpointError as exc:
-        return None, ("the file holds pickled objects, not just tensors: torch.save(model) pickles the module "
-                      f"itself; save a state_dict(). ({exc})")
-    except CheckpointError as exc:  # missing, empty, torn
-        return None, f"the file could not be read: {exc}"
+def _saved_file(save: Callable[..., None], *args: Any) -> tuple[Any, str]:
+    """Call ``save(*args)`` with a temporary file's path in place of ``_FILE``; read the file
+    back as the library reads it (``weights_only=True``), or say why that failed."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ckpt.pt"
+        _, err = _call(save, *[path if a is _FILE else a for a in args])
+        if err:
+            return None, err
+        try:
+            return read_checkpoint(path), ""
+        except UnsafeCheckpointError as exc:
+            return None, ("the file holds pickled objects, not just tensors: torch.save(model) "
+                          f"pickles the module itself; save a state_dict(). ({exc})")
+        except CheckpointError as exc:  # missing, empty, torn
+            return None, f"the file could not be read: {exc}"
 
 
 def check_portable_save(save: Callable[[nn.Module, Path], None]) -> tuple[bool, str]:
     """Exercise 01: ``save(compiled, path)`` writes a file that plain ``load_state_dict`` loads
     into a fresh, uncompiled model, with the trained model's predictions."""
-    def body() -> list[str]:
+    def body() -> Problems:
         src = build_model(TINY_CONFIG, seed=0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "ckpt.pt"
-            _, err = _call(save, torch.compile(src, backend="eager"), path)
-            obj, err = (None, err) if err else _load_safely(path)
+        obj, err = _saved_file(save, torch.compile(src, backend="eager"), _FILE)
         if err:
             return [err]
         candidates = list(find_state_dicts(obj).values())
         if not candidates:
-            return [f"the file holds no state dict (a dict of tensors); it holds a {type(obj).__name__}"]
+            return [f"the file holds no state dict (a dict of tensors); it holds a "
+                    f"{type(obj).__name__}"]
         errors = []
         for state in candidates:
             target = build_model(TINY_CONFIG, seed=1)
             try:
                 target.load_state_dict(state)
             except RuntimeError as exc:
-                errors.append(f"plain load_state_dict into a fresh model failed: {str(exc).splitlines()[0]} "
-                              f"(first keys in your file: {list(state)[:2]})")
+                errors.append(f"plain load_state_dict into a fresh model failed: "
+                              f"{str(exc).splitlines()[0]} (first keys in your file: "
+                              f"{list(state)[:2]})")
                 continue
             return [] if same_predictions(src, target) else ["it loaded, but predicts differently"]
         return errors[:1]
     return _checked("portable_save", body)
 
 
-def check_strip_compile_prefix(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[bool, str]:
+def check_strip_compile_prefix(fn: Callable[[dict[str, Any]], dict[str, Any]]
+                               ) -> tuple[bool, str]:
     """Exercise 02: ``fn(state_dict)`` removes the ``_orig_mod`` segment wherever compiling put
     it (leading, or in the middle for a compiled submodule) and leaves clean keys alone."""
     cases = {
         "compiled model": ({"_orig_mod.head.0.weight": 1}, {"head.0.weight": 1}),
         "compiled submodule": ({"cnn_layers._orig_mod.0.weight": 2, "head.0.bias": 3},
                                {"cnn_layers.0.weight": 2, "head.0.bias": 3}),
-        "a compiled model with a compiled submodule": ({"_orig_mod.cnn_layers._orig_mod.0.weight": 6},
-                                                       {"cnn_layers.0.weight": 6}),
+        "a compiled model with a compiled submodule": (
+            {"_orig_mod.cnn_layers._orig_mod.0.weight": 6}, {"cnn_layers.0.weight": 6}),
         "clean checkpoint (must not change)": ({"head.0.weight": 4}, {"head.0.weight": 4}),
     }
 
-    def body() -> list[str]:
+    def body() -> Problems:
         problems = []
         for what, (given, want) in cases.items():
             got, err = _call(fn, dict(given))
@@ -128,9 +134,9 @@ def check_portable_state_dict(fn: Callable[[nn.Module], dict[str, Any]]) -> tupl
         sd, err = _call(fn, wrap(src, kind))
         if err:
             return f"{kind}: {err}"
-        target = build_model(TINY_CONFIG, seed=1)
         if not isinstance(sd, Mapping):
             return f"{kind}: return a state dict; the function returned {type(sd).__name__}"
+        target = build_model(TINY_CONFIG, seed=1)
         want = list(target.state_dict())
         if set(sd) != set(want):
             extra, lost = sorted(set(sd) - set(want)), sorted(set(want) - set(sd))
@@ -139,10 +145,11 @@ def check_portable_state_dict(fn: Callable[[nn.Module], dict[str, Any]]) -> tupl
         target.load_state_dict(sd)
         return "" if same_predictions(src, target) else f"{kind}: loaded, but predicts differently"
 
-    def body() -> list[str]:
+    def body() -> Problems:
         problems = []
         with single_process_group():
-            for kind in ("torch.compile", "compiled submodule", "DDP(torch.compile)", "torch.compile(DDP)"):
+            for kind in ("torch.compile", "compiled submodule", "DDP(torch.compile)",
+                         "torch.compile(DDP)"):
                 problem = attempt(kind)
                 if "NotImplementedError" in problem:
                     return [problem.split(": ", 1)[1]]  # once is enough
@@ -168,21 +175,21 @@ def _resume_step(model: nn.Module, opt: torch.optim.Optimizer, sched: Any) -> fl
 
 
 def _find_states(obj: Any) -> dict[str, Any]:
-    """What a resume file holds, found by content, whatever the keys are called: the model's
-    tensors, an optimizer state (``state`` and ``param_groups``), a scheduler state
-    (``last_epoch``), and an epoch (an int under a name with "epoch" in it)."""
+    """What a resume file holds, found by content whatever the keys are called: the model's
+    tensors, an optimizer state, a scheduler state, and an epoch (an int under a name with
+    "epoch" in it), at the top or one level down (not inside a state)."""
     def kind(value: Any) -> str:
         return ("optimizer" if is_optimizer_state(value)
                 else "scheduler" if is_scheduler_state(value) else "")
 
     found: dict[str, Any] = {}
-    places = [obj] + [v for v in obj.values() if isinstance(v, Mapping) and not kind(v)] \
-        if isinstance(obj, Mapping) else []  # the file, and containers such as metadata: not a state's insides
+    places = [obj, *(v for v in obj.values() if isinstance(v, Mapping) and not kind(v))] \
+        if isinstance(obj, Mapping) else []
     for place in places:
         for name, value in place.items():
             if kind(value):
                 found.setdefault(kind(value), value)
-            elif "epoch" in str(name).lower() and isinstance(value, int) and not isinstance(value, bool):
+            elif "epoch" in str(name).lower() and type(value) is int:
                 found.setdefault("epoch", value)
     models = list(find_state_dicts(obj).values())
     if models:
@@ -190,35 +197,39 @@ def _find_states(obj: Any) -> dict[str, Any]:
     return found
 
 
+def _resume_problems(found: dict[str, Any]) -> Problems:
+    problems = [f"the {what} state is not in the file (looked for it by content, under any key)"
+                for what in ("model", "optimizer", "scheduler") if what not in found]
+    if "epoch" not in found:
+        problems.append("the file does not say the epoch (an int under a key with 'epoch' in "
+                        "its name)")
+    elif found["epoch"] != 1:
+        problems.append(f"the file says epoch {found['epoch']}, but 1 epoch had finished")
+    return problems
+
+
 def check_resume_save(save: Callable[..., None]) -> tuple[bool, str]:
     """Exercise 04: ``save(path, model, optimizer, scheduler, epoch)`` writes what a resume
     needs: a fresh set-up restored from it takes exactly the next step the uninterrupted run
     takes, and the file says the epoch. Any key names; plain ``torch.save`` or the library."""
-    def body() -> list[str]:
+    def body() -> Problems:
         model, opt, sched = _resume_setup(0)
         _resume_step(model, opt, sched)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "resume.pt"
-            _, err = _call(save, path, model, opt, sched, 1)
-            obj, err = (None, err) if err else _load_safely(path)
+        obj, err = _saved_file(save, _FILE, model, opt, sched, 1)
         if err:
             return [err]
         expected = _resume_step(model, opt, sched)
         found = _find_states(obj)
-        missing = [f"the {what} state is not in the file (looked for it by content, under any key)"
-                   for what in ("model", "optimizer", "scheduler") if what not in found]
-        if "epoch" not in found:
-            missing.append("the file does not say the epoch (an int under a key with 'epoch' in its name)")
-        elif found["epoch"] != 1:
-            missing.append(f"the file says epoch {found['epoch']}, but 1 epoch had finished")
-        if missing:
-            return missing
+        problems = _resume_problems(found)
+        if problems:
+            return problems
         fresh, fresh_opt, fresh_sched = _resume_setup(5)
-        load_checkpoint(found["model"], fresh)  # any key layout: the point here is what else the file holds
+        load_checkpoint(found["model"], fresh)  # any key layout: what else the file holds counts
         fresh_opt.load_state_dict(found["optimizer"])
         fresh_sched.load_state_dict(found["scheduler"])
         got = _resume_step(fresh, fresh_opt, fresh_sched)
-        return [] if got == expected else [f"the resumed step's loss is {got}, the uninterrupted run's is {expected}"]
+        return [] if got == expected else [f"the resumed step's loss is {got}, the uninterrupted "
+                                           f"run's is {expected}"]
     return _checked("resume_save", body)
 
 
@@ -229,7 +240,9 @@ def reveal(exercise: str | int) -> str:
         raise ValueError(f"no exercise {exercise!r}; the exercises are {', '.join(SOLUTIONS)}")
     path = shipped("solutions") / "solutions.py"
     source = path.read_text(encoding="utf-8")
-    node = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef) and n.name == SOLUTIONS[number])
-    text = f"# Exercise {number}, a solution ({path.name}):\n" + ast.get_source_segment(source, node)
+    node = next(n for n in ast.parse(source).body
+                if isinstance(n, ast.FunctionDef) and n.name == SOLUTIONS[number])
+    text = f"# Exercise {number}, a solution ({path.name}):\n"
+    text += ast.get_source_segment(source, node) or ""
     print(text)
     return text

@@ -70,7 +70,8 @@ class Block(nn.Module):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = (z.view(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in self.qkv(x).split(d, 2))
+        heads = (b, t, self.n_head, d // self.n_head)
+        q, k, v = (z.view(heads).transpose(1, 2) for z in self.qkv(x).split(d, 2))
         if self.manual:
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(d // self.n_head)
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).triu(1)
@@ -98,9 +99,9 @@ class GPT(nn.Module):
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied, as in GPT-2
         for name, p in self.named_parameters():
-            if p.dim() == 2:
-                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer) if name.endswith(("proj.weight", "out.weight"))
-                                else 0.02)
+            if p.dim() == 2:  # residual projections scaled down, as in GPT-2
+                residual = name.endswith(("proj.weight", "out.weight"))
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer) if residual else 0.02)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
@@ -123,6 +124,6 @@ def flops_per_token(config: GPTConfig) -> float:
     products of forward and backward, plus 12 x layers x d_model x seq_len for attention
     (the PaLM / nanoGPT estimate)."""
     c = config
-    per_layer = 12 * c.d_model**2 + 13 * c.d_model  # qkv, proj, fc, out weights+biases, two norms
-    params = c.vocab_size * c.d_model + c.n_layer * per_layer + 2 * c.d_model  # tied head counted once
+    per_layer = 12 * c.d_model**2 + 13 * c.d_model  # qkv, proj, fc, out, their biases, two norms
+    params = c.vocab_size * c.d_model + c.n_layer * per_layer + 2 * c.d_model  # tied head: once
     return 6 * params + 12 * c.n_layer * c.d_model * c.seq_len

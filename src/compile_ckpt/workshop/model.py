@@ -1,5 +1,5 @@
-"""The workshop model (the original write-up's shape: a Conv1d branch over a multichannel signal, an MLP
-branch over tabular features, a regression head; keys like ``cnn_layers.0.weight``), and one
+"""The workshop model (the write-up's shape: a Conv1d branch over a multichannel signal, an MLP
+branch over tabular features, a regression head; keys like ``cnn_layers.0.weight``), and the one
 place that wraps a model every way the lessons and tests need."""
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class MultimodalRegressionModel(nn.Module):
         layers: list[nn.Module] = []
         c_in = config.signal_channels
         for c_out in config.cnn_channels:
-            layers += [nn.Conv1d(c_in, c_out, config.kernel_size, padding=config.kernel_size // 2), nn.GELU()]
+            k = config.kernel_size
+            layers += [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.GELU()]
             c_in = c_out
         self.cnn_layers = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool1d(1)
@@ -59,7 +60,8 @@ class MultimodalRegressionModel(nn.Module):
         return self.pool(self.cnn_layers(signal)).flatten(1)
 
     def forward(self, signal: torch.Tensor, tabular: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.features(signal), self.tabular_layers(tabular)], dim=1)).squeeze(-1)
+        both = torch.cat([self.features(signal), self.tabular_layers(tabular)], dim=1)
+        return self.head(both).squeeze(-1)
 
     def example_inputs(self, batch: int = 2, device: str | torch.device = "cpu"
                        ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +74,8 @@ class MultimodalRegressionModel(nn.Module):
 
 
 #: A model small enough for widgets, exercise checks and tests (milliseconds per step).
-TINY_CONFIG = ModelConfig(signal_length=16, cnn_channels=(4, 8), mlp_hidden=8, head_hidden=8, dropout=0.0)
+TINY_CONFIG = ModelConfig(signal_length=16, cnn_channels=(4, 8), mlp_hidden=8, head_hidden=8,
+                          dropout=0.0)
 
 
 def build_model(config: ModelConfig | None = None, seed: int = 0) -> MultimodalRegressionModel:
@@ -95,8 +98,8 @@ def same_predictions(a: nn.Module, b: nn.Module, batch: int = 3, atol: float = 0
 
 
 #: How :func:`wrap` can wrap a model, in the order the key explorer lists them.
-WRAPPINGS = ("plain", "torch.compile", "Module.compile", "compiled submodule", "DDP", "DDP(torch.compile)",
-             "torch.compile(DDP)", "checkpoint_wrapper")
+WRAPPINGS = ("plain", "torch.compile", "Module.compile", "compiled submodule", "DDP",
+             "DDP(torch.compile)", "torch.compile(DDP)", "checkpoint_wrapper")
 
 
 def wrap(model: nn.Module, kind: str, backend: str = "eager") -> nn.Module:

@@ -1,10 +1,10 @@
 """Execute the notebooks with papermill and summarise what they recorded.
 
 ``make run`` and the tests run notebooks through here, so a notebook runs the same way in
-both. Parameters come from the notebook's cell tagged ``parameters`` (read by papermill's own
+both. Parameters come from the notebook's cell tagged ``parameters`` (read by papermill's
 ``inspect_notebook``), from YAML files (``-f notebooks/params/smoke.yaml``) and from ``-p NAME
-VALUE``; a name that no selected notebook defines, or a value of the wrong type, is refused
-before anything runs. Each run writes the files of :mod:`.summary`.
+VALUE``; a name no selected notebook defines, or a value of the wrong type, is refused before
+anything runs. Each run writes the files of :mod:`.summary`.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ __all__ = ["SCHEMA", "NotebookRun", "RunnerError", "main", "notebooks_in", "para
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 KERNEL = "compile-ckpt"
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
+Plan = list[tuple[Path, dict[str, Any] | None, str]]
 
 
 class RunnerError(Exception):
@@ -37,9 +38,9 @@ class RunnerError(Exception):
 
 
 def parameters_cell(notebook: str | Path) -> dict[str, tuple[Any, str]]:
-    """``name -> (default, annotated type name)`` of the cell tagged ``parameters``, as
-    papermill inspects it; raises ``ValueError`` naming the notebook if there is not exactly
-    one such cell, or it holds anything but ``name: type = literal`` lines."""
+    """``name -> (default, annotated type)`` of the cell tagged ``parameters``, as papermill
+    reads it; ``ValueError`` naming the notebook unless there is exactly one such cell and it
+    holds only ``name: type = literal`` lines."""
     import papermill as pm
 
     try:
@@ -49,18 +50,16 @@ def parameters_cell(notebook: str | Path) -> dict[str, tuple[Any, str]]:
     tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(tagged) != 1:
         raise ValueError(f"{notebook}: expected one cell tagged 'parameters', found {len(tagged)}")
-    values: dict[str, tuple[Any, str]] = {}
+    for node in ast.parse("".join(tagged[0]["source"])).body:  # papermill skips these silently
+        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
+            raise ValueError(f"{notebook}: parameters cell line {node.lineno}: write `name: type "
+                             "= literal`")
+    values = {}
     for name, p in pm.inspect_notebook(str(notebook)).items():
-        if p["inferred_type_name"] == "None":
-            raise ValueError(f"{notebook}: parameter {name!r}: write `name: type = literal`")
         try:
             values[name] = (ast.literal_eval(p["default"]), p["inferred_type_name"])
         except (ValueError, SyntaxError):
             raise ValueError(f"{notebook}: parameter {name!r} is not a literal") from None
-    for node in ast.parse("".join(tagged[0]["source"])).body:  # what papermill skips silently
-        if not isinstance(node, ast.AnnAssign) or not isinstance(node.target, ast.Name):
-            raise ValueError(f"{notebook}: parameters cell line {node.lineno}: write `name: type "
-                             "= literal`")
     return values
 
 
@@ -69,67 +68,70 @@ def check_parameters(notebook: Path, given: Mapping[str, Any]) -> None:
     known = parameters_cell(notebook)
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise RunnerError(f"{notebook.name}: unknown parameter(s) {unknown}; it defines {sorted(known)}")
+        raise RunnerError(f"{notebook.name}: unknown parameter(s) {unknown}; it defines "
+                          f"{sorted(known)}")
     for name, value in given.items():
-        kind = _TYPES.get(known[name][1])
-        if kind and (not isinstance(value, kind) or (known[name][1] != "bool" and isinstance(value, bool))):
-            raise RunnerError(f"{notebook.name}: parameter {name!r} must be {known[name][1]}, got {value!r}")
+        kind, want = _TYPES.get(known[name][1]), known[name][1]
+        if kind and (not isinstance(value, kind) or (want != "bool" and isinstance(value, bool))):
+            raise RunnerError(f"{notebook.name}: parameter {name!r} must be {want}, got {value!r}")
 
 
 @contextmanager
-def this_python_kernel() -> Iterator[str]:
-    """A kernelspec named ``compile-ckpt`` that runs *this* interpreter, found first on
-    ``JUPYTER_PATH`` while inside, whatever other kernels of that name exist."""
+def this_python_kernel(env: Mapping[str, str] | None = None) -> Iterator[str]:
+    """A kernelspec named ``compile-ckpt`` that runs *this* interpreter with figures inline
+    and ``env`` set (in the kernel, not here), found first on ``JUPYTER_PATH`` while inside."""
     with tempfile.TemporaryDirectory(prefix="compile-ckpt-kernel-") as tmp:
         spec = Path(tmp) / "kernels" / KERNEL
         spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({  # figures inline, as in JupyterLab
+        (spec / "kernel.json").write_text(json.dumps({
             "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python (compile-ckpt)", "language": "python",
-            "env": {"MPLBACKEND": INLINE_BACKEND}}))
+            "env": {"MPLBACKEND": INLINE_BACKEND, **(env or {})}}))
         old = os.environ.get("JUPYTER_PATH")
         os.environ["JUPYTER_PATH"] = os.pathsep.join([tmp, *([old] if old else [])])
         try:
             yield KERNEL
         finally:
             if old is None:
-                os.environ.pop("JUPYTER_PATH", None)
+                del os.environ["JUPYTER_PATH"]
             else:
                 os.environ["JUPYTER_PATH"] = old
 
 
 def _unexecuted(output: Path) -> int:
-    nb = json.loads(output.read_text(encoding="utf-8"))
-    return sum(1 for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()
+    cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
+    return sum(1 for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()
                and c.get("execution_count") is None)
 
 
-def run_notebook(notebook: str | Path, output: str | Path, parameters: Mapping[str, Any] | None = None,
-                 *, timeout: int = 900, raise_on_error: bool = True) -> NotebookRun:
-    """Execute ``notebook`` into ``output`` with papermill, in this interpreter's kernel; return
-    its records. A notebook whose cells did not all run (a ``sys.exit``) is "stopped early"."""
+def run_notebook(notebook: str | Path, output: str | Path,
+                 parameters: Mapping[str, Any] | None = None, *, timeout: int = 900,
+                 raise_on_error: bool = True, workdir: str | Path | None = None) -> NotebookRun:
+    """Execute ``notebook`` into ``output`` with papermill in this interpreter's kernel (whose
+    ``COMPILE_CKPT_WORKDIR`` is ``workdir``, if given); return its records. A notebook whose
+    cells did not all run (a ``sys.exit``) is "stopped early"."""
     import papermill as pm
 
-    notebook, output = Path(notebook), Path(output)
-    parameters = dict(parameters or {})
+    notebook, output, parameters = Path(notebook), Path(output), dict(parameters or {})
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t0 = time.perf_counter()
-    status, error = "ok", ""
+    t0, status, error = time.perf_counter(), "ok", ""
+    env = {"COMPILE_CKPT_WORKDIR": str(workdir)} if workdir else {}
     try:
-        with this_python_kernel() as kernel:
-            pm.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=kernel,
-                                cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+        with this_python_kernel(env) as kernel:
+            pm.execute_notebook(str(notebook), str(output), parameters=parameters,
+                                kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False,
+                                execution_timeout=timeout)
         left = _unexecuted(output)
         if left:
-            status, error = "stopped early", f"{left} code cell(s) never ran (a cell ended the kernel's run)"
+            status, error = "stopped early", f"{left} code cell(s) never ran (a cell ended the run)"
     except Exception as exc:  # noqa: BLE001 - recorded in the summary, re-raised for tests
         status, error = "failed", f"{type(exc).__name__}: {str(exc)[-2000:]}"
         if raise_on_error:
             raise
     records = read_records(output) if output.exists() else {}
-    return NotebookRun(notebook.stem, str(output), status, round(time.perf_counter() - t0, 1), records,
-                       parameters, error)
+    return NotebookRun(notebook.stem, str(output), status, round(time.perf_counter() - t0, 1),
+                       records, parameters, error)
 
 
 def notebooks_in(directory: str | Path) -> list[Path]:
@@ -148,32 +150,27 @@ def load_parameter_files(files: list[str]) -> dict[str, dict[str, Any]]:
         except (OSError, yaml.YAMLError) as exc:
             raise RunnerError(f"-f {f}: cannot read it ({exc})") from None
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            raise RunnerError(f"-f {f}: expected a mapping of notebook (or 'all') to a mapping of parameters")
+            raise RunnerError(f"-f {f}: expected a mapping of notebook (or 'all') to a mapping "
+                              "of parameters")
         for key, values in data.items():
             merged.setdefault(str(key), {}).update(values)
     return merged
 
 
-def _readable(notebooks: list[Path]) -> tuple[dict[Path, dict[str, tuple[Any, str]]], dict[Path, str]]:
+def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict[str, Any],
+         every: list[Path] | None = None) -> Plan:
+    """Each selected notebook with its parameters (``all`` < file entry by number < by name <
+    ``-p``), or ``None`` and why it cannot run (no readable parameters cell: a failed row; the
+    others still run). Refused before anything runs: a file entry for no existing notebook, a
+    name no notebook defines, a ``-p`` no selected notebook defines, a value of a wrong type."""
+    every = every or selected
     known, broken = {}, {}
-    for nb in notebooks:
+    for nb in sorted(set(every) | set(selected)):
         try:
             known[nb] = parameters_cell(nb)
         except (ValueError, SyntaxError) as exc:
             broken[nb] = str(exc)
-    return known, broken
-
-
-def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict[str, Any],
-         every: list[Path] | None = None) -> list[tuple[Path, dict[str, Any] | None, str]]:
-    """Each selected notebook with its parameters (``all`` < file entry by number < by name <
-    ``-p``), or ``None`` and why it cannot run (no readable parameters cell: a failed row, the
-    others still run). Refused before anything runs: a file entry for a notebook that does not
-    exist, a name that no notebook defines, a ``-p`` that no selected notebook defines, a value
-    of the wrong type."""
-    every = every or selected
-    known, broken = _readable(sorted(set(every) | set(selected)))
-    stray = sorted(set(files) - ({nb.stem for nb in every} | {nb.stem[:2] for nb in every} | {"all"}))
+    stray = sorted(set(files) - {nb.stem for nb in every} - {nb.stem[:2] for nb in every} - {"all"})
     if stray:
         raise RunnerError(f"parameter files name notebooks that do not exist: {stray}")
     for name in files.get("all", {}):
@@ -182,14 +179,13 @@ def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict
     for name in overrides:
         if not any(name in known.get(nb, {}) for nb in selected):
             raise RunnerError(f"-p {name}: no selected notebook defines it")
-    out: list[tuple[Path, dict[str, Any] | None, str]] = []
+    out: Plan = []
     for nb in selected:
         if nb in broken:
             out.append((nb, None, broken[nb]))
             continue
         params = {k: v for k, v in files.get("all", {}).items() if k in known[nb]}
-        params.update(files.get(nb.stem[:2], {}))
-        params.update(files.get(nb.stem, {}))
+        params.update({**files.get(nb.stem[:2], {}), **files.get(nb.stem, {})})
         params.update({k: v for k, v in overrides.items() if k in known[nb]})
         check_parameters(nb, params)
         out.append((nb, params, ""))
@@ -198,51 +194,53 @@ def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m compile_ckpt.workshop.runner",
-                                 description="Run the notebooks with papermill and summarise them.")
+                                 description="Run the notebooks with papermill; summarise them.")
     ap.add_argument("--notebooks", default="notebooks", help="folder of NN_name.ipynb notebooks")
     ap.add_argument("--out", default=None, help="output folder (default runs/<UTC timestamp>)")
-    ap.add_argument("--only", nargs="*", default=[], help="notebook name prefixes to run (e.g. 00 03)")
-    ap.add_argument("-f", "--parameters-file", action="append", default=[], help="YAML parameter file (repeatable)")
-    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                    help="a parameter for every selected notebook that defines it (value read as YAML)")
+    ap.add_argument("--only", nargs="*", default=[], help="notebook name prefixes (e.g. 00 03)")
+    ap.add_argument("-f", "--parameters-file", action="append", default=[],
+                    help="YAML parameter file (repeatable)")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                    metavar=("NAME", "VALUE"),
+                    help="a parameter for every selected notebook that defines it (read as YAML)")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
     return ap.parse_args(argv)
 
 
-def _selected(folder: Path, only: list[str]) -> list[Path]:
+def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path]:
+    """What to run and where, or ``RunnerError``/``OSError``: nothing runs."""
+    import yaml
+
+    folder = Path(args.notebooks)
     if not folder.is_dir():
         raise RunnerError(f"--notebooks {folder}: no such folder")
     found = notebooks_in(folder)
-    chosen = [nb for nb in found if not only or any(nb.name.startswith(p) for p in only)]
+    chosen = [nb for nb in found if not args.only or any(nb.name.startswith(p) for p in args.only)]
     if not chosen:
-        raise RunnerError(f"no notebook matches {only or 'NN_*.ipynb'} in {folder}; "
-                          f"there are {[nb.stem for nb in found] or 'none'}")
-    return chosen
+        raise RunnerError(f"no notebook matches {args.only or 'NN_*.ipynb'} in {folder}; there "
+                          f"are {[nb.stem for nb in found] or 'none'}")
+    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    todo = plan(chosen, load_parameter_files(args.parameters_file), overrides, found)
+    out = Path(args.out or Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ".writable").write_text("")
+    (out / ".writable").unlink()
+    return todo, out
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the selected notebooks into ``runs/<UTC timestamp>/`` and summarise them."""
-    import yaml
-
     from .env import resolve_device, versions
 
-    args = _arguments(argv)
-    started = dt.datetime.now(dt.UTC)
+    args, started = _arguments(argv), dt.datetime.now(dt.UTC)
     try:
-        todo = plan(_selected(Path(args.notebooks), args.only), load_parameter_files(args.parameters_file),
-                    {name: yaml.safe_load(value) for name, value in args.parameter}, notebooks_in(args.notebooks))
-        out = Path(args.out or Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".writable"
-        probe.write_text("")
-        probe.unlink()
+        todo, out = _prepare(args, started)
     except (RunnerError, ValueError) as exc:
         print(f"runner: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"runner: error: cannot write the output folder: {exc}", file=sys.stderr)
         return 2
-    os.environ["COMPILE_CKPT_WORKDIR"] = str(out / "artifacts")
     runs = []
     for nb, params, why in todo:
         if params is None:
@@ -250,12 +248,15 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(NotebookRun(nb.stem, str(out / nb.name), "failed", 0.0, {}, {}, why))
             continue
         print(f"running {nb.name} {params or ''} ...", flush=True)
-        r = run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False)
-        print(f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records){': ' + r.error[:300] if r.error else ''}")
+        r = run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False,
+                         workdir=out / "artifacts")
+        print(f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records)"
+              + (f": {r.error[:300]}" if r.error else ""))
         runs.append(r)
     meta = {"started_utc": started.isoformat(timespec="seconds"),
-            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "git_commit": git_commit(),
-            "versions": versions(), "device": str(resolve_device("auto")),
+            "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "git_commit": git_commit(), "versions": versions(),
+            "device": str(resolve_device("auto")),
             "parameters": {"files": args.parameters_file, "overrides": dict(args.parameter)}}
     md, _ = write_summary(runs, out, meta)
     index = write_index_html(runs, out)

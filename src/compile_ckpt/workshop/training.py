@@ -55,7 +55,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: str | torch.device = "auto") -> torch.Tensor:
+def predict(model: nn.Module, loader: DataLoader, device: str | torch.device = "auto"
+            ) -> torch.Tensor:
     """Predictions for every sample of ``loader``, in order, on the CPU."""
     dev = resolve_device(device)
     was_training = model.training
@@ -80,7 +81,8 @@ def fit(model: nn.Module, train_loader: DataLoader, val_loader: DataLoader | Non
         seed_epoch(train_loader, seed, epoch)
         train_loss = train_epoch(model, train_loader, optimizer, dev)
         val_loss = evaluate(model, val_loader, dev) if val_loader is not None else float("nan")
-        rows.append({"phase": phase, "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss})
+        rows.append({"phase": phase, "epoch": epoch + 1, "train_loss": train_loss,
+                     "val_loss": val_loss})
         bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
     return pd.DataFrame(rows, columns=["phase", "epoch", "train_loss", "val_loss"])
 

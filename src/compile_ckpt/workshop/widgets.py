@@ -8,6 +8,7 @@ unchanged and nothing waits for a click.
 from __future__ import annotations
 
 import html
+import itertools
 from typing import Any
 
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
@@ -55,23 +56,25 @@ def _explore(save_as: str, load_into: str) -> dict[str, Any]:
 
 
 def _highlight(key: str) -> str:
-    return ".".join(f"<b style='color:#c5221f'>{html.escape(p)}</b>" if p in WRAPPER_SEGMENTS else html.escape(p)
-                    for p in key.split("."))
+    return ".".join(f"<b style='color:#c5221f'>{html.escape(p)}</b>" if p in WRAPPER_SEGMENTS
+                    else html.escape(p) for p in key.split("."))
 
 
 def render(result: dict[str, Any], limit: int = 6) -> str:
-    """HTML: the two key lists side by side (wrapper segments in red), then each loader's outcome."""
-    pairs = zip(result["saved_keys"][:limit] + [""] * limit, result["expected_keys"][:limit] + [""] * limit,
-                strict=False)
-    rows = "".join(f"<tr><td><code>{_highlight(a)}</code></td><td><code>{_highlight(b)}</code></td></tr>"
-                   for a, b in pairs if a or b)
+    """HTML: the two key lists side by side (wrapper segments in red), then each loader's
+    outcome."""
+    saved, expected = result["saved_keys"][:limit], result["expected_keys"][:limit]
+    rows = "".join(f"<tr><td><code>{_highlight(a)}</code></td><td><code>{_highlight(b)}</code>"
+                   "</td></tr>" for a, b in itertools.zip_longest(saved, expected, fillvalue=""))
     outcomes = "".join(
-        f"<tr><td>{html.escape(k)}</td><td style='color:{'#137333' if result[k] == 'loads' else '#c5221f'}'>"
-        f"{html.escape(result[k])}</td></tr>" for k in LOADERS)
-    return (f"<div class='compile-ckpt-explorer'><h4>saved from <i>{html.escape(result['save_as'])}</i>, "
-            f"loaded into <i>{html.escape(result['load_into'])}</i></h4>"
-            f"<table><tr><th>keys in the file</th><th>keys the target expects</th></tr>{rows}</table>"
-            f"<table><tr><th>loader</th><th>outcome</th></tr>{outcomes}</table></div>")
+        f"<tr><td>{html.escape(k)}</td><td style='color:"
+        f"{'#137333' if result[k] == 'loads' else '#c5221f'}'>{html.escape(result[k])}</td></tr>"
+        for k in LOADERS)
+    return (f"<div class='compile-ckpt-explorer'><h4>saved from <i>"
+            f"{html.escape(result['save_as'])}</i>, loaded into <i>"
+            f"{html.escape(result['load_into'])}</i></h4><table><tr><th>keys in the file</th>"
+            f"<th>keys the target expects</th></tr>{rows}</table><table><tr><th>loader</th>"
+            f"<th>outcome</th></tr>{outcomes}</table></div>")
 
 
 def key_explorer(save_as: str = "torch.compile", load_into: str = "plain") -> dict[str, Any]:

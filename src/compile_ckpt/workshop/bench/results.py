@@ -64,8 +64,9 @@ def verdict(table: pd.DataFrame, claim: tuple[float, float] = CLAIM) -> list[str
     claimed = f"the claimed {claim[0]:.2f}-{claim[1]:.2f}x"
     first = table.drop_duplicates(["workload", "variant", "dtype", "mode"])
     for _, r in first[first["mode"] != EAGER].iterrows():
+        name = WORKLOAD_LABELS.get(r["workload"], r["workload"])
         variant = "" if r["variant"] == "-" else " " + r["variant"]
-        what = f"{WORKLOAD_LABELS.get(r['workload'], r['workload'])}{variant} {r['dtype']} {r['mode']}"
+        what = f"{name}{variant} {r['dtype']} {r['mode']}"
         ci = f"{r['speedup']:.2f}x (95% interval {r['ci_low']:.2f}-{r['ci_high']:.2f})"
         if r["ci_low"] <= 1.0 <= r["ci_high"]:
             lines.append(f"{what}: {ci}: no measurable difference from eager; {claimed} is not "

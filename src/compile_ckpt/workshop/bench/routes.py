@@ -78,8 +78,8 @@ def _run_route(route: str, prof: Profile, dev: torch.device, caches: dict[str, P
     if route not in ("cold", "warm") and (fresh / CPU_PROBE).is_dir():  # the machine's probe
         shutil.copytree(fresh / CPU_PROBE, cache, dirs_exist_ok=True)
     result = fresh / f"route-{route}.json"  # temporary, like the mega-cache bytes
-    cmd = [sys.executable, "-m", "compile_ckpt.workshop.bench", "--worker", route, "--workload", prof.workload,
-           "--profile", prof.name, "--device", str(dev), "--out", str(result),
+    cmd = [sys.executable, "-m", "compile_ckpt.workshop.bench", "--worker", route, "--workload",
+           prof.workload, "--profile", prof.name, "--device", str(dev), "--out", str(result),
            "--artifacts", str(fresh / "mega-cache.bin")]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache),
            "TRITON_CACHE_DIR": str(cache / "triton")}
