@@ -11,15 +11,20 @@ PIP_ARGS ?=
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: run test test-fast lint lab kernel gpu-bench memory-bench pythons clean
+.PHONY: run test test-fast lint lab install kernel gpu-bench memory-bench pythons clean
 
 $(STAMP): requirements.txt pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) -r requirements.txt \
-	  -e ".[workshop,trainers,test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@$(MAKE) --no-print-directory install
 	@$(PY) -c "import torch, compile_ckpt.workshop, papermill; print('environment ready: torch', torch.__version__)"
 	@$(MAKE) --no-print-directory kernel
 	@touch $(STAMP)
+
+## install: create $(VENV) if missing and install the pins and this package into it (the one pip line;
+## scripts/test_pythons.sh calls it with VENV=.venv-py3.X PYTHON=python3.X)
+install:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) -r requirements.txt \
+	  -e ".[workshop,trainers,test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
 
 ## kernel: register this environment as the Jupyter kernel "Python (compile-ckpt)" (for any Jupyter of yours)
 kernel:
@@ -28,7 +33,7 @@ kernel:
 
 ## run: execute every notebook with its defaults into runs/<UTC timestamp>/ and write a summary
 run: $(STAMP)
-	MPLBACKEND=module://matplotlib_inline.backend_inline $(PY) -m compile_ckpt.workshop.runner $(RUN_ARGS)
+	$(PY) -m compile_ckpt.workshop.runner $(RUN_ARGS)
 
 ## test: lint (ruff, notebooks committed clean), every test, every notebook through papermill
 test: lint

@@ -42,7 +42,7 @@ from compile_ckpt import atomic_write  # noqa: E402
 from compile_ckpt.workshop import bench  # noqa: E402
 from compile_ckpt.workshop.env import resolve_device, run_process, versions  # noqa: E402
 from compile_ckpt.workshop.record import RECORDED  # noqa: E402
-from compile_ckpt.workshop.runner import load_parameter_files, plan  # noqa: E402
+from compile_ckpt.workshop.runner import load_parameter_files  # noqa: E402
 
 log = logging.getLogger("gpu_run")
 #: A phase starts only with at least this many seconds of the budget left.
@@ -93,12 +93,11 @@ def _routes(workload: str, profile: str, folder: Path, device: str, left: float)
 
 def run_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     """Run a notebook's code cells as plain Python in this process, in its folder, and return
-    what it recorded. ``%%writefile PATH`` cells write their file; ``display`` prints."""
-    cells = [
-        c
-        for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-        if c["cell_type"] == "code"
-    ]
+    what it recorded. ``parameters`` replace the values of the cell tagged ``parameters`` that
+    it defines (the others are for other notebooks); ``%%writefile PATH`` cells write their
+    file; ``display`` prints."""
+    cells = [c for c in json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+             if c["cell_type"] == "code"]
     namespace: dict[str, Any] = {"__name__": "__main__", "display": lambda *objs: print(*objs)}
     RECORDED.clear()
     os.chdir(notebook.parent)
@@ -109,20 +108,20 @@ def run_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
             target = eval(f"f{line.split(None, 1)[1]!r}", namespace)  # noqa: S307 - {var} paths
             Path(target).write_text(body + "\n")
             continue
+        before = set(namespace)
         exec(compile(source, f"{notebook.name}[{i}]", "exec"), namespace)  # noqa: S102
         if "parameters" in cell.get("metadata", {}).get("tags", []):
-            namespace.update(parameters)
+            defined = set(namespace) - before
+            namespace.update({k: v for k, v in parameters.items() if k in defined})
     return dict(RECORDED)
 
 
 def _notebook06(out: Path, device: str, left: float, smoke: bool) -> dict[str, Any]:
     notebook = ROOT / "notebooks" / "06_pitfalls_and_scaling_out.ipynb"
-    files = load_parameter_files(
-        [str(ROOT / "notebooks" / "params" / ("smoke.yaml" if smoke else "gpu.yaml"))]
-    )
-    [(_, params, why)] = plan([notebook], files, {"device": device})
-    if params is None:
-        raise RuntimeError(f"notebook 06 cannot run: {why}")
+    files = load_parameter_files([str(ROOT / "notebooks" / "params" /
+                                      ("smoke.yaml" if smoke else "gpu.yaml"))])
+    params = {**files.get("all", {}), **files.get("06", {}), **files.get(notebook.stem, {}),
+              "device": device}
     folder = out / "notebook06"
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [

@@ -18,9 +18,7 @@ for py in "${candidates[@]}"; do
   version=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")') || { status=1; continue; }
   venv=".venv-py$version"
   echo "== Python $version ($py) in $venv"
-  [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-  if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ${PIP_ARGS:-} -r requirements.txt \
-       -e ".[workshop,trainers,test]" 2>&1 | grep -v "is ignored: it is neither"; [ "${PIPESTATUS[0]}" -ne 0 ]; then
+  if ! make --no-print-directory install VENV="$venv" PYTHON="$py" PIP_ARGS="${PIP_ARGS:-}"; then
     echo "Python $version: could not install the requirements"; status=1; continue
   fi
   MPLBACKEND=agg "$venv/bin/python" -m pytest -m "not slow" -q -p no:cacheprovider || status=1

@@ -40,24 +40,35 @@ def same_outputs(a: torch.nn.Module, b: torch.nn.Module) -> bool:
     return same_predictions(a, b)
 
 
-def state_of(*modules: object) -> list[torch.Tensor]:
-    """Copies of every tensor a model, optimizer or scheduler holds, to compare before/after."""
-    out: list[torch.Tensor] = []
-    for m in modules:
-        sd = m.state_dict()
-        stack = [sd]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, torch.Tensor):
-                out.append(item.detach().clone())
-            elif isinstance(item, dict):
-                stack.extend(item.values())
-            elif isinstance(item, (list, tuple)):
-                stack.extend(item)
-            else:
-                out.append(
-                    torch.tensor(float(item))
-                    if isinstance(item, (int, float))
-                    else torch.tensor(0.0)
-                )
+def state_of(*modules: object) -> list[tuple[str, object]]:
+    """Every value a model, optimizer or scheduler holds, by where it is: tensors cloned, the
+    rest (numbers, strings, None, flags) as they are, so a changed ``lr``, ``param_names`` or
+    ``_last_lr`` shows as surely as a changed weight."""
+    out: list[tuple[str, object]] = []
+
+    def walk(where: str, item: object) -> None:
+        if isinstance(item, torch.Tensor):
+            out.append((where, item.detach().clone()))
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                walk(f"{where}.{k}", v)
+        elif isinstance(item, (list, tuple)):
+            for i, v in enumerate(item):
+                walk(f"{where}[{i}]", v)
+        else:
+            out.append((where, item))
+
+    for i, m in enumerate(modules):
+        walk(f"#{i}", m.state_dict())
     return out
+
+
+def same_state(a: list[tuple[str, object]], b: list[tuple[str, object]]) -> bool:
+    """Whether two :func:`state_of` snapshots hold the same places and values."""
+    def same(x: object, y: object) -> bool:
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
+        return type(x) is type(y) and x == y
+
+    return [w for w, _ in a] == [w for w, _ in b] and all(
+        same(x, y) for (_, x), (_, y) in zip(a, b, strict=True))

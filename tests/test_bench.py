@@ -45,7 +45,7 @@ def _rows(ratio_per_route: dict[str, list[float]]) -> list[dict]:
 
 
 def test_pool_compares_the_same_code_once_and_each_route_its_first_step():
-    table = bench.pool(
+    table = bench.pooled_table(
         _rows({"cold": [2.0, 2.0, 2.0], "warm": [2.0, 2.0, 2.0]}), {"float32_matmul_tflops": 0.1}
     )
     compiled = table[table["mode"] == "default"]

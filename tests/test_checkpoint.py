@@ -267,7 +267,7 @@ def _trained(seed=0):
     ],
 )
 def test_a_failed_strict_load_changes_nothing(tmp_path, damage):
-    from conftest import state_of
+    from conftest import same_state, state_of
 
     src, opt, sched = _trained(0)
     path = save_checkpoint(tmp_path / "c.pt", src, optimizer=opt, scheduler=sched)
@@ -288,10 +288,7 @@ def test_a_failed_strict_load_changes_nothing(tmp_path, damage):
     before = state_of(model, opt2, sched2)
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(obj, model, optimizer=opt2, scheduler=sched2)
-    after = state_of(model, opt2, sched2)
-    assert len(before) == len(after) and all(
-        torch.equal(a, b) for a, b in zip(before, after, strict=True)
-    )
+    assert same_state(before, state_of(model, opt2, sched2))
     assert "nothing was loaded" in str(err.value)
 
 
@@ -399,3 +396,13 @@ def test_safetensors_keeps_ties_and_extra_state_and_refuses_the_rest(tmp_path):
     with pytest.raises(UnsupportedContentError, match="different view"):
         save_checkpoint(tmp_path / "bad.safetensors", views)
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_the_state_snapshot_sees_a_changed_string_or_none():
+    """The helper the all-or-nothing tests rely on: before, every non-number became 0.0."""
+    from conftest import same_state, state_of
+
+    opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    before = state_of(opt)
+    opt.param_groups[0]["foreach"] = "changed"  # None before
+    assert not same_state(before, state_of(opt))

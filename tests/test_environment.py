@@ -28,8 +28,15 @@ def pins() -> dict[str, str]:
     return out
 
 
-def test_requirements_pin_torch_exactly():
-    assert pins()["torch"] == "2.13.0"
+def test_requirements_pin_torch_exactly_and_notebook_00_expects_that_pin():
+    """One fact, one place: the pin is requirements.txt's; notebook 00 checks against it (no
+    version is written here, so upgrading torch means editing requirements.txt and 00 only)."""
+    import json
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+", pins()["torch"])
+    cells = json.loads((ROOT / "notebooks" / "00_check_setup.ipynb").read_text())["cells"]
+    params = next(c for c in cells if "parameters" in c["metadata"].get("tags", []))
+    assert f'expected_torch: str = "{pins()["torch"]}"' in "".join(params["source"])
 
 
 def test_environment_yml_installs_requirements_and_package():
@@ -119,3 +126,17 @@ def test_hygiene_runs_in_ci():
     assert re.search(r"^test: lint$", makefile, re.M) and "pre-commit run --all-files" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "*.ipynb" in META["tool"]["ruff"]["extend-include"]
+
+
+def test_one_line_length_for_the_whole_project():
+    """100 columns for the library, workshop, tests, scripts and notebook code, by ruff's E501."""
+    ruff = META["tool"]["ruff"]
+    assert ruff["line-length"] == 100 and "E" in ruff["lint"]["select"]
+    assert "E501" not in str(ruff["lint"].get("ignore", [])) + str(ruff["lint"]["per-file-ignores"])
+
+
+def test_the_install_line_has_one_home():
+    """`make install` holds the pip line; the other-Pythons script calls it."""
+    script = (ROOT / "scripts" / "test_pythons.sh").read_text()
+    assert "pip install" not in script and "make --no-print-directory install" in script
+    assert (ROOT / "Makefile").read_text().count("-m pip install") == 1

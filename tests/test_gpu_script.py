@@ -4,33 +4,47 @@ ends, the committable layout, and notebook 06 run as plain Python (as on a GPU i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
 from conftest import ROOT
 
+#: What a GPU image lacks (no Jupyter stack); the GPU run must not need any of it.
+NOT_ON_A_GPU_IMAGE = ("matplotlib", "IPython", "ipykernel", "ipywidgets", "jupyter_client",
+                      "nbclient", "nbconvert", "nbformat", "papermill")
+
+
+def _bare_image(folder):
+    """A PYTHONPATH entry that makes every process of the run look like a bare GPU image (the
+    Jupyter stack missing) and that holds a decoy ``compile_ckpt``: an inherited PYTHONPATH
+    must not shadow the checkout's own package (before, it did in every phase's process)."""
+    (folder / "compile_ckpt").mkdir(parents=True)
+    (folder / "compile_ckpt" / "__init__.py").write_text("raise ImportError('decoy on PYTHONPATH')")
+    (folder / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import importlib.machinery, sys
+        class NotInstalled(importlib.machinery.PathFinder):
+            @classmethod
+            def find_spec(cls, name, path=None, target=None):
+                if name.split(".")[0] in {NOT_ON_A_GPU_IMAGE!r}:
+                    return None
+                return super().find_spec(name, path, target)
+        sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f
+                         for f in sys.meta_path]
+    """))
+    return {**os.environ, "PYTHONPATH": str(folder)}
+
 
 @pytest.mark.slow
 def test_gpu_script_on_cpu_smoke(tmp_path):
     out = tmp_path / "results"
-    r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "scripts" / "gpu_run.py"),
-            "--device",
-            "cpu",
-            "--smoke",
-            "--out",
-            str(out),
-            "--phases",
-            "ceilings,notebook06,seed",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_run.py"), "--device", "cpu", "--smoke",
+           "--out", str(out), "--phases", "ceilings,notebook06,seed"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                       env=_bare_image(tmp_path / "image"))
     phases = json.loads((out / "phases.json").read_text())
     assert r.returncode == 0, (phases, r.stdout[-3000:], r.stderr[-3000:])
     assert list(phases) == ["ceilings", "notebook06", "seed"] and all(

@@ -345,7 +345,7 @@ def test_the_kernel_check_names_the_fix_when_the_project_is_missing():
     )
     blocker = "import sys; sys.modules['compile_ckpt'] = None\n"
     r = subprocess.run(
-        [sys.executable, "-c", blocker + "expected_torch = '2.13.0'\n" + cell],
+        [sys.executable, "-c", blocker + "expected_torch = '0.0.0'\n" + cell],
         capture_output=True,
         text=True,
         timeout=120,

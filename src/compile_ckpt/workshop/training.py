@@ -18,7 +18,7 @@ from .data import seed_epoch
 from .env import resolve_device
 
 
-def _to(batch: Any, device: torch.device) -> list[torch.Tensor]:
+def _on_device(batch: Any, device: torch.device) -> list[torch.Tensor]:
     return [t.to(device, non_blocking=True) for t in batch]
 
 
@@ -30,7 +30,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Opt
     model.train()
     total, n = 0.0, 0
     for signal, tab, y in tqdm(loader, leave=False, disable=not progress, desc="batches"):
-        signal, tab, y = _to((signal, tab, y), dev)
+        signal, tab, y = _on_device((signal, tab, y), dev)
         loss = nn.functional.mse_loss(model(signal, tab), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -47,7 +47,7 @@ def evaluate(model: nn.Module, loader: DataLoader, device: str | torch.device = 
     was_training = model.training
     model.eval()
     total, n = 0.0, 0
-    for signal, tab, y in (_to(b, dev) for b in loader):
+    for signal, tab, y in (_on_device(b, dev) for b in loader):
         total += nn.functional.mse_loss(model(signal, tab), y, reduction="sum").item()
         n += y.numel()
     model.train(was_training)
@@ -61,7 +61,7 @@ def predict(model: nn.Module, loader: DataLoader, device: str | torch.device = "
     dev = resolve_device(device)
     was_training = model.training
     model.eval()
-    out = [model(s, t).cpu() for s, t, _ in (_to(b, dev) for b in loader)]
+    out = [model(s, t).cpu() for s, t, _ in (_on_device(b, dev) for b in loader)]
     model.train(was_training)
     return torch.cat(out)
 

@@ -27,7 +27,7 @@ from .timing import speedup_interval
 CLAIM = (1.15, 1.25)
 
 
-def pool(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame:
+def pooled_table(rows: list[dict[str, Any]], ceilings: dict[str, float]) -> pd.DataFrame:
     """One table. Per route: its first step (the compile latency). Per (variant, dtype, mode):
     one steady-state speedup, the median of the paired per-repeat ratios pooled over the routes
     that ran the same compiled code, with its interval. Step time, throughput and MFU derive

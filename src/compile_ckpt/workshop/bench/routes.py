@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ...atomic import atomic_write
 from ..env import resolve_device, run_process
 from .profiles import EAGER, ROUTES, Profile, resolve_profile
-from .results import environment, pool, summarize, verdict, write_results
+from .results import environment, pooled_table, summarize, verdict, write_results
 from .timing import measure, measure_ceilings
 
 #: Where the cold route leaves a cache holding only Inductor's probe of this CPU.
@@ -63,7 +63,7 @@ def run_routes(workload: str, profile: str, out: str | Path, *, device: str = "a
     finally:
         for folder in caches.values():
             shutil.rmtree(folder, ignore_errors=True)
-    table = pool(rows, ceilings)
+    table = pooled_table(rows, ceilings)
     env = {**environment(dev, prof), "ceilings": ceilings, "routes": list(routes),
            "complete": not incomplete, "incomplete": incomplete}
     write_results(out, table, env, steps)
@@ -147,7 +147,7 @@ def cli(args: argparse.Namespace) -> int:
         prof = resolve_profile(args.workload, args.profile, dev)
         rows, steps = measure(prof, "in-process", dev, progress=True)
         env = {**environment(dev, prof), "ceilings": measure_ceilings(dev), "incomplete": []}
-        table = pool(rows, env["ceilings"])
+        table = pooled_table(rows, env["ceilings"])
         write_results(out, table, env, steps)
     if not table.empty:
         print(summarize(table).to_string(index=False))
