@@ -137,3 +137,35 @@ def test_committed_gpu_tables_load_with_intervals():
     assert (
         (compiled["ci_low"] <= compiled["speedup"]) & (compiled["speedup"] <= compiled["ci_high"])
     ).all()
+
+
+def test_adamw_is_fused_where_the_device_has_it_else_plain(monkeypatch):
+    from compile_ckpt.workshop.bench.profiles import adamw
+
+    model = torch.nn.Linear(2, 2)
+    assert adamw(model).defaults["fused"] is True  # CPU and CUDA have the fused kernel
+    real = torch.optim.AdamW
+
+    def no_fused_kernel(params, **kw):  # what torch raises for a device without it
+        if kw.get("fused"):
+            raise RuntimeError("`fused=True` requires all the params to be on supported devices")
+        return real(params, **kw)
+
+    monkeypatch.setattr(torch.optim, "AdamW", no_fused_kernel)
+    assert not adamw(model).defaults["fused"]  # before: the harness crashed here
+
+
+def test_nvidia_smi_missing_or_hanging_is_said_not_raised(monkeypatch):
+    import subprocess
+
+    from compile_ckpt.workshop.bench import results
+
+    monkeypatch.setattr(results.shutil, "which", lambda name: None)
+    assert results._nvidia_smi() == "nvidia-smi not found"
+    monkeypatch.setattr(results.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+
+    def hangs(*a, **k):
+        raise subprocess.TimeoutExpired("nvidia-smi", k["timeout"])
+
+    monkeypatch.setattr(results.subprocess, "run", hangs)
+    assert results._nvidia_smi() == "nvidia-smi failed: TimeoutExpired"

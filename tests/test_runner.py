@@ -119,7 +119,7 @@ def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
 
 
 @pytest.mark.slow
-def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path):
+def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path, capsys):
     folder = tmp_path / "nbs"
     notebook(folder, "00_ok", body=RECORD + "record('n', n)")
     exits = notebook(folder, "01_exits", body="import sys\nsys.exit(0)")
@@ -136,6 +136,8 @@ def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path):
     # The kernels got the work folder and the inline backend; this process kept its own
     # environment (before, COMPILE_CKPT_WORKDIR and MPLBACKEND were set here and left).
     assert dict(os.environ) == environment
+    report = capsys.readouterr().out.rsplit("Report: ", 1)[1].strip()
+    assert report == str(out / "index.html") and (out / "index.html").exists()  # said, and there
     summary = json.loads((out / "summary.json").read_text())
     assert code == 1 and summary["schema"] == SCHEMA
     rows = {r["name"]: r for r in summary["notebooks"]}

@@ -3,7 +3,7 @@
 ``record("final_loss", 0.12)`` adds an output that carries the value as JSON under a custom
 MIME type and shows nothing to the reader. The executed ``.ipynb`` then holds the value, and
 ``read_records(path)`` returns every recorded value by name, last one winning. Outside
-IPython (a notebook run as plain Python, see ``runner.run_cells``) values go to
+IPython (notebook 06 run as plain Python by ``scripts/gpu_run.py``) values go to
 :data:`RECORDED` instead.
 """
 
