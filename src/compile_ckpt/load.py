@@ -21,6 +21,7 @@ from .formats import check_format_entry, read_checkpoint
 from .integrity import verify_content
 from .keys import KeyCollisionError, match_keys, unwrap_model, wrapper_paths
 from .layout import (
+    BARE,
     OPTIMIZER_KEYS,
     SCHEDULER_KEYS,
     extract_model_state_dict,
@@ -188,8 +189,10 @@ def load_checkpoint(source: str | os.PathLike[str] | Mapping[str, Any], model: n
     sched_state = _optional_state(obj, SCHEDULER_KEYS, scheduler, "scheduler", strict, origin)
     if opt_state is not None:
         check_optimizer_state(opt_state, optimizer, origin)  # type: ignore[arg-type]
+    in_memory = "a state dict in memory" if container == BARE else "a checkpoint in memory"
     report = dataclasses.replace(
-        plan.report, container=container, skipped=skipped, checksums_verified=verified,
+        plan.report, source=origin or in_memory, container=container, skipped=skipped,
+        checksums_verified=verified,
         other_state_dicts=[n for n in find_state_dicts(obj) if n != container],
         metadata=_without_tensors(obj.get("metadata")), optimizer_loaded=opt_state is not None,
         scheduler_loaded=sched_state is not None)
