@@ -3,6 +3,7 @@ produces the same OptimizedModule wrapper and the same keys, in milliseconds."""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,20 @@ def same_state(a: list[tuple[str, object]], b: list[tuple[str, object]]) -> bool
 
     return [w for w, _ in a] == [w for w, _ in b] and all(
         same(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
+
+
+def not_installed(names: tuple[str, ...]) -> str:
+    """Python source that, run first in a process, makes ``names`` unimportable there, as if
+    those packages were not installed (a bare GPU image, a torch-only install)."""
+    return textwrap.dedent(f"""
+        import importlib.machinery, sys
+        class NotInstalled(importlib.machinery.PathFinder):
+            @classmethod
+            def find_spec(cls, name, path=None, target=None):
+                if name.split(".")[0] in {tuple(names)!r}:
+                    return None
+                return super().find_spec(name, path, target)
+        sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f
+                         for f in sys.meta_path]
+        sys.path_importer_cache.clear()
+    """)

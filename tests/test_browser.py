@@ -48,9 +48,10 @@ def lab(tmp_path_factory):
     from compile_ckpt.workshop.distributed import free_port
     from compile_ckpt.workshop.runner import this_python_kernel
 
+    # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
     kernel = (
         this_python_kernel()
-    )  # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
+    )
     kernel.__enter__()
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(
@@ -110,9 +111,10 @@ def lab(tmp_path_factory):
 
 
 def _run_all(page, url: str, token: str, name: str, timeout_s: float = 300) -> dict:
+    # reset: no restored tabs from the last page
     page.goto(
         f"{url}/lab/tree/{name}?reset&token={token}"
-    )  # reset: no restored tabs from the last page
+    )
     page.wait_for_function("() => window.jupyterapp !== undefined", timeout=120_000)
     deadline = time.time() + 120
     while True:  # the notebook panel and an idle kernel

@@ -342,9 +342,10 @@ def test_tied_weights_load_through_the_tie():
 
     cfg = GPTConfig(vocab_size=32, seq_len=8, d_model=8, n_layer=1, n_head=2)
     src = build_gpt(cfg, seed=0)
+    # stored once, as save_pretrained does
     sd = {
         k: v for k, v in src.state_dict().items() if k != "head.weight"
-    }  # stored once, as save_pretrained does
+    }
     dst = build_gpt(cfg, seed=1)
     report = load_checkpoint(sd, dst)
     assert report.ok and report.tied == {"head.weight": "tok.weight"}

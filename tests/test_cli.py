@@ -83,9 +83,10 @@ def test_clean_in_place_keeps_the_format_its_suffix_names(tmp_path, small_model)
     r = run("clean", str(both), str(tmp_path / "one.safetensors"))
     assert r.returncode == 2 and "holds one state dict" in r.stderr and "--key" in r.stderr
     r = run("clean", str(both), str(tmp_path / "one.safetensors"), "--key", "ema")
+    # said, not silent
     assert (
         r.returncode == 0 and "left out of one.safetensors: ['model']" in r.stderr
-    )  # said, not silent
+    )
     assert torch.equal(
         load_file(str(tmp_path / "one.safetensors"))["head.0.weight"], small_model(1).head[0].weight
     )

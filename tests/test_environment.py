@@ -102,9 +102,10 @@ def test_licence_and_python_versions_are_stated():
         if c.startswith("Programming Language :: Python :: 3.")
     }
     assert "3.11" in versions and all(re.fullmatch(r"3\.\d+", v) for v in versions)
+    # the SPDX string says it
     assert not any(
         c.startswith("License ::") for c in project["classifiers"]
-    )  # the SPDX string says it
+    )
 
 
 def test_hygiene_runs_in_ci():
@@ -115,9 +116,8 @@ def test_hygiene_runs_in_ci():
         for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
         for h in repo["hooks"]
     }
-    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"} and hooks["nbstripout"][
-        "entry"
-    ].startswith("nbstripout")
+    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"}
+    assert hooks["nbstripout"]["entry"].startswith("nbstripout")
     assert all(
         repo["repo"] == "local"
         for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]

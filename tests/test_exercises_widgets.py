@@ -78,12 +78,13 @@ def test_natural_answers_pass():
 
     for names in (
         {"model": "model", "optimizer": "optimizer", "scheduler": "scheduler", "epoch": "epoch"},
+        # 06's DCP names
         {
             "model": "net",
             "optimizer": "optim",
             "scheduler": "sched",
             "epoch": "epoch",
-        },  # 06's DCP names
+        },
         {
             "model": "model_state_dict",
             "optimizer": "optimizer_state_dict",
@@ -136,9 +137,10 @@ def test_wrong_answers_are_explained():
     ok, msg = exercises.check_portable_state_dict(
         lambda m: {k.replace("_orig_mod.", ""): v for k, v in m.state_dict().items()}
     )
+    # names the keys that are wrong
     assert (
         not ok and "DDP" in msg and "module.cnn_layers.0.weight" in msg
-    )  # names the keys that are wrong
+    )
 
     no_epoch = _resume_file(
         model="model", optimizer="optimizer", scheduler="scheduler", epoch="step"
@@ -171,10 +173,11 @@ def test_no_answer_makes_a_check_raise(number, tmp_path):
         lambda *a: {"x": object()},
         lambda *a: (_ for _ in ()).throw(ValueError("boom")),
     ]
+    # these write a file: nothing, garbage, a pickled module, a list of tensors
     if number in (
         "01",
         "04",
-    ):  # these write a file: nothing, garbage, a pickled module, a list of tensors
+    ):
         path_index = 1 if number == "01" else 0
         odd_answers += [
             lambda *a: a[path_index].write_bytes(b"not a checkpoint"),

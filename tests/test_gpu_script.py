@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, not_installed
 
 #: What a GPU image lacks (no Jupyter stack); the GPU run must not need any of it.
 NOT_ON_A_GPU_IMAGE = ("matplotlib", "IPython", "ipykernel", "ipywidgets", "jupyter_client",
@@ -24,17 +23,7 @@ def _bare_image(folder):
     must not shadow the checkout's own package (before, it did in every phase's process)."""
     (folder / "compile_ckpt").mkdir(parents=True)
     (folder / "compile_ckpt" / "__init__.py").write_text("raise ImportError('decoy on PYTHONPATH')")
-    (folder / "sitecustomize.py").write_text(textwrap.dedent(f"""
-        import importlib.machinery, sys
-        class NotInstalled(importlib.machinery.PathFinder):
-            @classmethod
-            def find_spec(cls, name, path=None, target=None):
-                if name.split(".")[0] in {NOT_ON_A_GPU_IMAGE!r}:
-                    return None
-                return super().find_spec(name, path, target)
-        sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f
-                         for f in sys.meta_path]
-    """))
+    (folder / "sitecustomize.py").write_text(not_installed(NOT_ON_A_GPU_IMAGE))
     return {**os.environ, "PYTHONPATH": str(folder)}
 
 
@@ -53,12 +42,10 @@ def test_gpu_script_on_cpu_smoke(tmp_path):
     ceilings = json.loads((out / "ceilings.json").read_text())
     assert ceilings["float32_matmul_tflops"] > 0 and ceilings["versions"]["torch"]
     seed = json.loads((out / "seed" / "bench.json").read_text())
-    assert {row["route"] for row in seed["rows"]} == {"cold", "warm"} and seed["environment"][
-        "complete"
-    ]
-    for row in seed[
-        "rows"
-    ]:  # the harness measured everything it reports, sanely (never a speed threshold)
+    assert {row["route"] for row in seed["rows"]} == {"cold", "warm"}
+    assert seed["environment"]["complete"]
+    # the harness measured everything it reports, sanely (never a speed threshold)
+    for row in seed["rows"]:
         assert (
             row["median_ms"] > 0
             and row["samples_per_s"] > 0

@@ -84,9 +84,10 @@ def check_02(r: dict[str, Any]) -> None:
 
 def check_03(r: dict[str, Any]) -> None:
     t = {row["recipe"]: row for row in r["alternatives"]}
+    # PyTorch's recommendation first
     assert (
         list(t)[0] == "model.compile() in place" and len(t) == 8
-    )  # PyTorch's recommendation first
+    )
     assert all(row["same preds"] for row in t.values())
     inplace, hooks, dcp, lib = (
         t["model.compile() in place"],
@@ -162,16 +163,18 @@ def check_05(r: dict[str, Any]) -> None:
     rows = r["gpt_table"]
     compiled = {row["route"]: row for row in rows if row["mode"] != "eager"}
     assert set(compiled) == {"cold", "warm", "mega-cache", "regional"}  # four latency rows...
+    # ...reported, never compared as a timing
     assert all(
         row["first_step_s"] > 0 for row in compiled.values()
-    )  # ...reported, never compared as a timing
+    )
     assert all(
         row["tokens_per_s"] > 0 and 0 < row["mfu"] < 1 and row["loss_agrees"] for row in rows
     )
     assert all(row["ci_low"] <= row["speedup"] <= row["ci_high"] for row in rows)
+    # one pooled steady-state comparison
     assert (
         compiled["cold"]["speedup"] == compiled["warm"]["speedup"]
-    )  # one pooled steady-state comparison
+    )
     # where the latency goes, as the notebook explains it: warm and mega-cache find every graph
     # in a cache...
     assert compiled["cold"]["cache_misses"] > 0 and compiled["cold"]["libraries_built"] > 0
@@ -240,12 +243,12 @@ def check_06(r: dict[str, Any]) -> None:
         o["saved_keys"][0] == "cnn_layers.0.weight" and o["max_abs_diff"] <= 1e-5
         for o in orders.values()
     )
+    # the plain unwrap and the library agree
     assert all(
         o["library_same_keys"] for o in orders.values()
-    )  # the plain unwrap and the library agree
-    for name, shown in r[
-        "ddp_diff_shown"
-    ].items():  # the table shows each difference as recorded, not rounded to 0
+    )
+    # the table shows each difference as recorded, not rounded to 0
+    for name, shown in r["ddp_diff_shown"].items():
         assert float(shown) == pytest.approx(orders[name]["max_abs_diff"], rel=0.06, abs=0.0)
     assert r["dcp"]["converted_ok"] is True and r["dcp"]["keys"][0] == "cnn_layers.0.weight"
     assert r["ddp_resume_max_abs_diff"] == 0.0
@@ -265,9 +268,10 @@ def check_07(r: dict[str, Any]) -> None:
     assert "_orig_mod" in f["wrapped_live_keys"][0] and "_orig_mod" not in f["wrapped_dcp_keys"][0]
     assert f["live_keys"][0] == f["dcp_keys"][0] == "blocks.0.ln1.weight"
     assert all(t["ok"] and t["identical"] and t["plain"] != "loads" for t in r["trainers"].values())
+    # from_pretrained dropped a block
     assert (
         r["trainers"]["transformers"]["from_pretrained_max_abs_diff"] > 0
-    )  # from_pretrained dropped a block
+    )
     assert set(r["trainer_versions"]) == {"lightning", "accelerate", "transformers"}
 
 

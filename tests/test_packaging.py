@@ -16,10 +16,11 @@ from conftest import ROOT
 
 @pytest.mark.slow
 def test_wheel_installed_outside_the_tree_finds_results_and_solutions(tmp_path):
+    # build from a copy: the tree stays untouched
     source, dist = (
         tmp_path / "source",
         tmp_path / "dist",
-    )  # build from a copy: the tree stays untouched
+    )
     for part in ("src", "results", "notebooks/solutions", "pyproject.toml", "README.md", "LICENSE"):
         copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
         (source / part).parent.mkdir(parents=True, exist_ok=True)

@@ -94,9 +94,10 @@ def test_plan_merges_files_and_overrides_and_refuses_what_goes_nowhere(tmp_path)
         plan([a], {"99": {"n": 1}}, {})
     with pytest.raises(RunnerError, match="'n' must be int, got 'three'"):
         plan([a], {}, {"n": "three"})
+    # entries for others are fine
     assert plan([a], {"01_b": {"rate": 2.0}}, {}, every=[a, b]) == [
         (a, {}, "")
-    ]  # entries for others are fine
+    ]
 
 
 @pytest.mark.slow
@@ -110,12 +111,14 @@ def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
     assert run.status == "ok" and run.records == {"double": 42}
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     shown = [o for o in outputs if MIME in o.get("data", {})]
+    # nothing for the learner to read
     assert shown and all(
         o["data"]["text/plain"] == "" for o in shown
-    )  # nothing for the learner to read
+    )
+    # the kernel is this interpreter
     assert sys.executable in "".join(
         o.get("text", "") for o in outputs
-    )  # the kernel is this interpreter
+    )
 
 
 @pytest.mark.slow
@@ -149,9 +152,10 @@ def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path, caps
         rows["02_broken"]["status"] == "failed"
         and "expected one cell tagged 'parameters'" in rows["02_broken"]["error"]
     )
+    # the ones after still ran
     assert (
         rows["03_ok"]["status"] == "ok" and rows["03_ok"]["output"] == "03_ok.ipynb"
-    )  # the ones after still ran
+    )
     assert summary["parameters"]["overrides"] == {"n": "5"} and summary["versions"]["torch"]
     assert {"started_utc", "finished_utc", "git_commit", "device"} <= set(summary)
     assert '<a href="00_ok.html">00_ok</a>' in (out / "index.html").read_text()
@@ -244,6 +248,5 @@ def test_html_pages_leave_out_the_record_cells(tmp_path):
         and "record_all" not in page
         and "Recorded for the automated" not in page
     )
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["notebooks"][0][
-        "records"
-    ] == {"secret_value": 1}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["notebooks"][0]["records"] == {"secret_value": 1}

@@ -182,9 +182,10 @@ def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_m
         new = save_checkpoint(tmp_path / "new.pt", small_model())
         assert stat.S_IMODE(new.stat().st_mode) == 0o644
         torch.save({}, tmp_path / "plain.pt")
+        # what torch.save gives
         assert (
             stat.S_IMODE((tmp_path / "plain.pt").stat().st_mode) == 0o644
-        )  # what torch.save gives
+        )
         os.chmod(new, 0o640)
         save_checkpoint(new, small_model(1))
         assert stat.S_IMODE(new.stat().st_mode) == 0o640
@@ -334,7 +335,8 @@ def test_a_flipped_digit_in_metadata_is_caught(tmp_path, suffix):
     path.write_bytes(data.replace(needle, b"\x4d\xd3\x04" if suffix == ".pt" else b"1235"))
     with pytest.raises(ChecksumMismatchError, match="metadata, optimizer or scheduler state"):
         load_checkpoint(path, torch.nn.Linear(4, 4))
+    # asked not to check: it loads
     report = load_checkpoint(
         path, torch.nn.Linear(4, 4), verify=False
-    )  # asked not to check: it loads
+    )
     assert report.metadata["epoch"] == 1235 and not report.checksums_verified

@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, not_installed
 
 BLOCKED = (
     "pandas",
@@ -29,18 +29,7 @@ BLOCKED = (
     "accelerate",
     "transformers",
 )
-PRELUDE = textwrap.dedent(f"""
-    import importlib.machinery, sys
-    class NotInstalled(importlib.machinery.PathFinder):  # as if these packages were not installed
-        @classmethod
-        def find_spec(cls, name, path=None, target=None):
-            if name.split(".")[0] in {BLOCKED!r}:
-                return None
-            return super().find_spec(name, path, target)
-    sys.meta_path = [NotInstalled if f is importlib.machinery.PathFinder else f
-                     for f in sys.meta_path]
-    sys.path_importer_cache.clear()
-""")
+PRELUDE = not_installed(BLOCKED)
 
 
 def python(code: str, *args: str) -> subprocess.CompletedProcess[str]:

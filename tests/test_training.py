@@ -56,9 +56,10 @@ def test_gpt_variants_share_keys_and_tie_the_head():
     assert sdpa.head.weight is sdpa.tok.weight
     manual.load_state_dict(sdpa.state_dict())
     idx = torch.randint(0, 64, (2, 16))
+    # the hand-written ops compute the same model
     assert torch.allclose(
         sdpa(idx), manual(idx), atol=1e-5
-    )  # the hand-written ops compute the same model
+    )
     params = sum(p.numel() for p in sdpa.parameters()) - sdpa.pos.weight.numel()
     assert flops_per_token(cfg) == 6 * params + 12 * 2 * 16 * 16
 
