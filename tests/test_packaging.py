@@ -65,7 +65,16 @@ def test_wheel_installed_outside_the_tree_finds_results_and_solutions(tmp_path):
     )
     # torch and the workshop's packages come from this environment, after the wheel on the path
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    probe = textwrap.dedent("""
+    # every module of the source tree is in the wheel (a subpackage missing from pyproject's
+    # package list would not be)
+    modules = sorted(".".join(p.relative_to(ROOT / "src").with_suffix("").parts)
+                     .removesuffix(".__init__") for p in (ROOT / "src").rglob("*.py")
+                     if p.name != "__main__.py")
+    probe = textwrap.dedent(f"""
+        import importlib
+        for name in {modules!r}:
+            importlib.import_module(name)
+    """) + textwrap.dedent("""
         import compile_ckpt, compile_ckpt.workshop.env as env, json, pathlib
         results, solutions = env.shipped("results"), env.shipped("solutions")
         print(json.dumps({"package": compile_ckpt.__file__, "results": str(results),
