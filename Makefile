@@ -37,11 +37,11 @@ run: $(STAMP)
 
 ## test: lint (ruff, notebooks committed clean), every test, every notebook through papermill
 test: lint
-	MPLBACKEND=agg $(PY) -m pytest
+	$(PY) -m pytest
 
 ## test-fast: the unit tier (no notebooks, subprocess benchmarks or browser): under a minute
 test-fast: $(STAMP)
-	MPLBACKEND=agg $(PY) -m pytest -m "not slow" -q
+	$(PY) -m pytest -m "not slow" -q
 
 ## lint: the pre-commit hooks on every file (ruff on .py and .ipynb, outputs stripped)
 lint: $(STAMP)

@@ -48,10 +48,9 @@ def lab(tmp_path_factory):
     from compile_ckpt.workshop.distributed import free_port
     from compile_ckpt.workshop.runner import this_python_kernel
 
-    # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed
-    kernel = (
-        this_python_kernel()
-    )
+    # the notebooks ask for "compile-ckpt": this interpreter, whatever is installed, figures
+    # inline (the kernelspec sets MPLBACKEND in the kernel)
+    kernel = this_python_kernel()
     kernel.__enter__()
     root = tmp_path_factory.mktemp("lab")
     shutil.copytree(
@@ -64,7 +63,6 @@ def lab(tmp_path_factory):
         **os.environ,
         "COMPILE_CKPT_WORKDIR": str(root / "artifacts"),
         "JUPYTERLAB_WORKSPACES_DIR": str(root / "ws"),
-        "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     }
     proc = subprocess.Popen(
         [
