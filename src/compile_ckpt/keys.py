@@ -21,7 +21,8 @@ from typing import Any
 from torch import nn
 
 __all__ = ["WRAPPER_SEGMENTS", "KeyCollisionError", "Rename", "canonical_fqn", "clean_keys",
-           "clean_state_dict", "describe_renames", "match_keys", "unwrap_model", "wrapper_paths"]
+           "clean_state_dict", "describe_renames", "match_keys", "segment_counts", "unwrap_model",
+           "wrapper_paths"]
 
 #: Attribute names under which wrappers keep the module they wrap.
 WRAPPER_SEGMENTS: tuple[str, ...] = (
@@ -124,12 +125,18 @@ class Rename:
                    tuple(sorted((dst - src).elements())))
 
 
+def segment_counts(renames: Iterable[Rename]) -> tuple[Counter[str], Counter[str]]:
+    """How many keys lost, and how many gained, each wrapper segment: ``{'_orig_mod.': 12}``."""
+    renames = list(renames)
+    return (Counter(f"{s}." for r in renames for s in r.removed),
+            Counter(f"{s}." for r in renames for s in r.added))
+
+
 def describe_renames(renames: Iterable[Rename]) -> list[str]:
     """Phrases for a summary: ``removed '_orig_mod.' from 12 keys``, ``added ...``, and keys
     whose segments only moved (``_orig_mod.enc.0.w`` -> ``enc._orig_mod.0.w``)."""
     renames = list(renames)
-    removed = Counter(f"{s}." for r in renames for s in r.removed)
-    added = Counter(f"{s}." for r in renames for s in r.added)
+    removed, added = segment_counts(renames)
 
     def listed(c: Counter[str], word: str) -> str:
         return ", ".join(f"'{k}' {word} {n} key{'s' if n != 1 else ''}" for k, n in c.most_common())

@@ -9,7 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from .keys import Rename, canonical_fqn, describe_renames
+from .keys import Rename, canonical_fqn, describe_renames, segment_counts
 from .layout import BARE
 
 ShapeMismatch = tuple[str, tuple[int, ...], tuple[int, ...]]
@@ -42,12 +42,12 @@ class LoadReport:
     @property
     def removed_prefixes(self) -> Counter[str]:
         """How many keys lost each wrapper segment, e.g. ``{'_orig_mod.': 14}``."""
-        return Counter(f"{s}." for r in self.renames for s in r.removed)
+        return segment_counts(self.renames)[0]
 
     @property
     def added_prefixes(self) -> Counter[str]:
         """How many keys gained each wrapper segment (a clean checkpoint into a wrapped model)."""
-        return Counter(f"{s}." for r in self.renames for s in r.added)
+        return segment_counts(self.renames)[1]
 
     @property
     def ok(self) -> bool:
