@@ -1,6 +1,8 @@
 # Two commands do all the set-up: `make run` and `make test` create .venv on first use (and
 # reinstall when requirements.txt or pyproject.toml change), with the Jupyter kernel
-# "Python (compile-ckpt)". PIP_ARGS passes options to pip, e.g. for the CPU build of torch:
+# "Python (compile-ckpt)". Before pip downloads anything, scripts/torch_build.py says which
+# torch build it resolved (CPU or CUDA) and its size. PIP_ARGS passes options to pip, e.g. for
+# the CPU build of torch (on Linux, PyPI's torch is the CUDA build):
 #   make test PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple"
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -11,7 +13,7 @@ PIP_ARGS ?=
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: run test test-fast lint lab install kernel gpu-bench memory-bench pythons clean
+.PHONY: run test test-fast lint hooks lab install kernel gpu-bench memory-bench pythons clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory install
@@ -23,8 +25,9 @@ $(STAMP): requirements.txt pyproject.toml
 ## scripts/test_pythons.sh calls it with VENV=.venv-py3.X PYTHON=python3.X)
 install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check $(PIP_ARGS) -r requirements.txt \
-	  -e ".[workshop,trainers,test]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+	@$(PY) scripts/torch_build.py $(PIP_ARGS)
+	$(PY) -m pip install --disable-pip-version-check --progress-bar on $(PIP_ARGS) -r requirements.txt \
+	  -e ".[workshop,trainers,test]" 2> >(grep -v "is ignored: it is neither" >&2)
 
 ## kernel: register this environment as the Jupyter kernel "Python (compile-ckpt)" (for any Jupyter of yours)
 kernel:
@@ -45,7 +48,11 @@ test-fast: $(STAMP)
 
 ## lint: the pre-commit hooks on every file (ruff on .py and .ipynb, outputs stripped)
 lint: $(STAMP)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+	$(VENV)/bin/pre-commit run --all-files --show-diff-on-failure
+
+## hooks: run the same hooks on every `git commit` (no venv activation needed)
+hooks: $(STAMP)
+	$(VENV)/bin/pre-commit install
 
 ## lab: JupyterLab on the notebooks; LAB_ARGS="--port 8899 --no-browser" passes options
 lab: $(STAMP)

@@ -5,10 +5,15 @@ licence and Python versions are stated as tested."""
 from __future__ import annotations
 
 import ast
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import tomllib
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 
@@ -108,24 +113,60 @@ def test_licence_and_python_versions_are_stated():
     )
 
 
+def hooks() -> dict[str, dict]:
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    return {h["id"]: h for repo in config["repos"] for h in repo["hooks"]}
+
+
 def test_hygiene_runs_in_ci():
     """The pre-commit hooks lint .py and .ipynb and strip notebook outputs; `make test` runs
-    them."""
-    hooks = {
-        h["id"]: h
-        for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
-        for h in repo["hooks"]
-    }
-    assert set(hooks["ruff"]["types_or"]) == {"python", "jupyter"}
-    assert hooks["nbstripout"]["entry"].startswith("nbstripout")
-    assert all(
-        repo["repo"] == "local"
-        for repo in yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
-    ), "hooks must not need a download"
+    them; each installs its own tool at requirements.txt's pin."""
+    assert set(hooks()["ruff"]["types_or"]) == {"python", "jupyter"}
+    assert hooks()["nbstripout"]["entry"].startswith("nbstripout")
+    for hook in hooks().values():
+        assert hook["language"] == "python", "a system hook needs an activated venv"
+        [dep] = hook["additional_dependencies"]
+        name, version = dep.split("==")
+        assert pins()[name] == version, f"{name}: hook {version}, pin {pins()[name]}"
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^test: lint$", makefile, re.M) and "pre-commit run --all-files" in makefile
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "*.ipynb" in META["tool"]["ruff"]["extend-include"]
+
+
+@pytest.mark.slow
+def test_the_hooks_work_in_a_fresh_repository_without_an_activated_venv(tmp_path):
+    """As a contributor gets them: `pre-commit install`, PATH without the venv, `git commit`.
+    Before, every commit failed with "Executable `ruff` not found"."""
+    repo = tmp_path / "clone"
+    (repo / "notebooks").mkdir(parents=True)
+    for name in (".pre-commit-config.yaml", "pyproject.toml"):
+        shutil.copy(ROOT / name, repo / name)
+    nb = json.loads((ROOT / "notebooks" / "03_alternatives.ipynb").read_text())
+    nb["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["x\n"]}]
+    (repo / "notebooks" / "03_alternatives.ipynb").write_text(json.dumps(nb, indent=1))
+    (repo / "bad.py").write_text("import os\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": os.environ.get("HOME", str(tmp_path)),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", **{k: v for k, v in os.environ.items()
+                                           if k.startswith(("PIP_", "PRE_COMMIT"))}}
+
+    def run(*cmd: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+
+    assert run("git", "init", "-q").returncode == 0
+    assert run(str(ROOT / ".venv" / "bin" / "pre-commit"), "install").returncode == 0
+    run("git", "add", "-A")
+    first = run("git", "commit", "-qm", "x")
+    said = first.stdout + first.stderr
+    assert first.returncode != 0 and "not found" not in said
+    assert "F401" in said and "`os` imported but unused" in said  # ruff ran, and found it
+    stripped = json.loads((repo / "notebooks" / "03_alternatives.ipynb").read_text())
+    assert stripped["cells"][1]["outputs"] == []  # nbstripout ran, and stripped it
+    (repo / "bad.py").write_text("import os\n\nprint(os.sep)\n")
+    run("git", "add", "-A")
+    second = run("git", "commit", "-qm", "x")
+    assert second.returncode == 0, second.stdout + second.stderr
 
 
 def test_one_line_length_for_the_whole_project():
@@ -140,3 +181,80 @@ def test_the_install_line_has_one_home():
     script = (ROOT / "scripts" / "test_pythons.sh").read_text()
     assert "pip install" not in script and "make --no-print-directory install" in script
     assert (ROOT / "Makefile").read_text().count("-m pip install") == 1
+
+
+def torch_build():
+    import importlib.util
+
+    path = ROOT / "scripts" / "torch_build.py"
+    spec = importlib.util.spec_from_file_location("torch_build", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_torch_wheel(folder, version: str, requires: list[str]):
+    """A wheel that pip can resolve offline: metadata only."""
+    import zipfile
+
+    info = f"torch-{version}.dist-info"
+    path = folder / f"torch-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        whl.writestr(f"{info}/METADATA", "Metadata-Version: 2.1\nName: torch\nVersion: "
+                     f"{version}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
+        whl.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\n"
+                     "Tag: py3-none-any\n")
+        whl.writestr(f"{info}/RECORD", "")
+    return path
+
+
+@pytest.mark.parametrize(("version", "requires", "cuda"), [
+    ("PIN+cpu", [], None),
+    ("PIN", ['cuda-toolkit[cublas,cudart]==13.0.3; platform_system == "Linux"',
+                'nvidia-cudnn-cu13==9.20.0.48; platform_system == "Linux"'], "13.0"),  # PyPI's
+    ("PIN+cu128", ['nvidia-cublas-cu12==12.8.4.1; platform_system == "Linux"'], "12.8"),
+    ("PIN", ['nvidia-cublas-cu12==12.4.5.8; platform_system == "Linux"'], "12"),
+])
+def test_the_install_says_which_torch_build_comes_before_downloading(tmp_path, capsys, version,
+                                                                      requires, cuda):
+    """What `make install` prints first, from pip's own resolution of the pin (offline here: a
+    wheel of metadata in a local folder stands in for the index)."""
+    from urllib.parse import quote
+
+    build = torch_build()
+    version = version.replace("PIN", build.torch_pin().removeprefix("torch=="))
+    wheel = fake_torch_wheel(tmp_path, version, requires)
+    assert build.main(["--isolated", "--no-index", "--find-links", str(tmp_path),
+                       "--target", str(tmp_path / "t")]) == 0
+    said = capsys.readouterr().out
+    assert f"torch: pip will install torch {version}, the " in said
+    assert f"{quote(wheel.name)} ({build.megabytes(wheel.stat().st_size)})" in said
+    if cuda:
+        assert f"the CUDA {cuda} build, with NVIDIA's libraries" in said
+        assert "For the CPU build, interrupt (Ctrl-C) and run:" in said
+        assert build.CPU_INDEX in said and build.CPU_INDEX in (ROOT / "README.md").read_text()
+        assert build.MEASURED["CUDA"] in said
+    else:
+        assert "the CPU build" in said and build.MEASURED["CPU"] in said and "Ctrl-C" not in said
+    assert not (tmp_path / "t").exists()  # a dry run: nothing installed
+
+
+def test_the_install_message_and_the_readme_give_the_same_sizes():
+    import re as re_
+
+    readme = (ROOT / "README.md").read_text()
+    for measured in torch_build().MEASURED.values():
+        for size in re_.findall(r"\d+(?:\.\d+)? [MG]B", measured):
+            assert size in readme, size
+
+
+def test_an_unresolvable_torch_is_said_and_does_not_stop_the_install(tmp_path, capsys):
+    assert torch_build().main(["--isolated", "--no-index", "--find-links", str(tmp_path),
+                               "--target", str(tmp_path / "t")]) == 0
+    assert "pip could not resolve torch==" in capsys.readouterr().out
+
+
+def test_pip_shows_its_progress():
+    install = (ROOT / "Makefile").read_text().split("\ninstall:")[1].split("\n\n")[0]
+    assert "--quiet" not in install and "--progress-bar on" in install
+    assert install.index("scripts/torch_build.py $(PIP_ARGS)") < install.index("-m pip install")

@@ -310,7 +310,7 @@ def test_notebook_is_committed_clean_and_well_formed(path: Path):
     assert all(line.count("  # ") == 1 for line in source.splitlines()), (
         "every parameter has a help comment"
     )
-    assert params.get("device", ("auto", "str")) == ("auto", "str")
+    assert params["device"] == ("auto", "str")
     assert "if CI" not in path.read_text() and 'environ.get(\\"CI' not in path.read_text()
     # lesson cells hold lesson code: the values the tests read are recorded in one trailing,
     # collapsed cell
@@ -331,7 +331,9 @@ def test_notebook_is_committed_clean_and_well_formed(path: Path):
 @pytest.mark.slow
 @pytest.mark.parametrize("path", notebooks_in(NOTEBOOKS), ids=lambda p: p.stem)
 def test_notebook_runs_and_teaches_what_it_says(path, tmp_path):
-    [(_, params, why)] = plan([path], SMOKE, {}, notebooks_in(NOTEBOOKS))
+    # every notebook takes an explicit device (a nightly job passes one to all)
+    [(_, params, why)] = plan([path], SMOKE, {"device": "cuda" if GPU else "cpu"},
+                              notebooks_in(NOTEBOOKS))
     assert not why
     run = run_notebook(path, tmp_path / path.name, params, timeout=900,
                        workdir=tmp_path / "artifacts")

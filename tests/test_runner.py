@@ -10,12 +10,15 @@ import sys
 import nbformat
 import pandas as pd
 import pytest
+import torch
 
 from compile_ckpt.workshop.record import MIME, TAG, read_records, record, to_jsonable
 from compile_ckpt.workshop.runner import (
     SCHEMA,
     RunnerError,
+    devices,
     main,
+    notebooks_in,
     parameters_cell,
     plan,
     run_notebook,
@@ -44,6 +47,7 @@ def notebook(folder, name="00_t", params="n: int = 1  # a number", body="", tagg
 
 
 RECORD = "from compile_ckpt.workshop.record import record\n"
+GPU = torch.cuda.is_available()
 
 
 def test_to_jsonable_handles_frames_and_scalars():
@@ -105,7 +109,7 @@ def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
     path = notebook(
         tmp_path, body=RECORD + "record('double', n * 2)\nimport sys\nprint(sys.executable)"
     )
-    with pytest.raises(RunnerError, match=r"unknown parameter\(s\) \['m'\]"):
+    with pytest.raises(RunnerError, match=r"unknown parameter\(s\) 'm'"):
         run_notebook(path, tmp_path / "out.ipynb", {"m": 3})
     run = run_notebook(path, tmp_path / "out.ipynb", {"n": 21}, timeout=120)
     assert run.status == "ok" and run.records == {"double": 42}
@@ -133,6 +137,7 @@ def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path, caps
     notebook(folder, "03_ok", body=RECORD + "record('n', n)\nimport os\n"
              "record('workdir', os.environ['COMPILE_CKPT_WORKDIR'])\n"
              "record('backend', os.environ['MPLBACKEND'])")
+    notebook(folder, "04_raises", body="print('before')\nraise ValueError(f'the cause: n is {n}')")
     out = tmp_path / "run"
     environment = dict(os.environ)
     code = main(["--notebooks", str(folder), "--out", str(out), "-p", "n", "5"])
@@ -161,10 +166,99 @@ def test_main_runs_the_rest_reports_the_truth_and_writes_a_schema(tmp_path, caps
     assert '<a href="00_ok.html">00_ok</a>' in (out / "index.html").read_text()
     assert rows["03_ok"]["records"] == {"n": 5, "workdir": str(out / "artifacts"),
                                         "backend": "module://matplotlib_inline.backend_inline"}
-    assert (
-        "| 02_broken" in (out / "summary.md").read_text()
-        or "02_broken" in (out / "summary.md").read_text()
-    )
+    assert "| [02_broken](02_broken.html) | failed: " in (out / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_failure_is_told_where_a_job_looks(tmp_path, capsys):
+    """The console line, summary.md and index.html give the exception, its message and the
+    cell; not papermill's banner (before, all three stopped at "Exception encountered at")."""
+    folder, out = tmp_path / "nbs", tmp_path / "run"
+    notebook(folder, "00_raises", params="device: str = 'auto'  # d\nn: int = 1  # n",
+             body="print('before')\nraise ValueError(f'the cause:\\n n is {n} | and more')")
+    assert main(["--notebooks", str(folder), "--out", str(out), "-p", "n", "5"]) == 1
+    console = capsys.readouterr().out
+    executed = nbformat.read(out / "00_raises.ipynb", as_version=4)
+    [cell] = [c for c in executed.cells if any(o.get("ename") for o in c.get("outputs", []))]
+    [row] = json.loads((out / "summary.json").read_text())["notebooks"]
+    assert row["error"] == "ValueError: the cause:\n n is 5 | and more"
+    assert row["error_cell"] == cell.execution_count
+    said = f"failed in cell [{cell.execution_count}]"
+    assert f"  {said} after " in console and ": ValueError: the cause: n is 5 | and more" in console
+    md = (out / "summary.md").read_text()
+    assert f"| {said}: ValueError: the cause: n is 5 \\| and more |" in md
+    assert "n is 5 | and more" in md  # the Not ok section has it whole
+    page = (out / "index.html").read_text()
+    assert f"{said}: ValueError: the cause:\n n is 5 | and more" not in page  # escaped, one line
+    assert f"{said}: ValueError: the cause: n is 5 | and more" in page
+    for text in (console, md, page):
+        assert "PapermillExecutionError" not in text and "Exception encountered" not in text
+    assert f"Device asked for: auto; used: {'cuda' if GPU else 'cpu'}." in md and md in console
+    assert "Device asked for: auto" in page
+
+
+def test_the_summary_names_the_device_asked_for_and_the_one_used(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    a = notebook(tmp_path, "00_a", "device: str = 'auto'  # d")
+    b = notebook(tmp_path, "01_b", "device: str = 'auto'  # d")
+    assert devices(plan([a, b], {}, {})) == ("auto", "cpu")
+    asked, used = devices(plan([a, b], {}, {"device": "cuda"}))
+    assert asked == "cuda" and used.startswith("none ('cuda' was asked for, but this machine "
+                                               "has no CUDA GPU")
+    assert devices(plan([a, b], {"01": {"device": "cpu"}}, {})) == ("auto, cpu", "cpu")
+    assert devices(plan([notebook(tmp_path, "02_c")], {}, {}))[0].startswith("none")
+
+
+def test_a_typo_gets_the_closest_name(tmp_path):
+    a = notebook(tmp_path, "00_a", "epochs: int = 1\nrate: float = 0.5")
+    with pytest.raises(RunnerError, match="-p epoch: no selected notebook defines it "
+                                          "\\(did you mean 'epochs'\\?\\)"):
+        plan([a], {}, {"epoch": 3})
+    with pytest.raises(RunnerError, match="'rat' \\(did you mean 'rate'\\?\\) \\(parameter file"):
+        plan([a], {"all": {"rat": 1.0}}, {})
+    with pytest.raises(RunnerError, match="unknown parameter\\(s\\) 'rat' \\(did you mean 'rate'"):
+        plan([a], {"00_a": {"rat": 1.0}}, {})
+    with pytest.raises(RunnerError, match="-p zzz: no selected notebook defines it$"):
+        plan([a], {}, {"zzz": 3})
+    with pytest.raises(RunnerError, match="-p ate: .* \\(did you mean 'rate'\\?\\)"):
+        plan([a], {}, {"ate": 3})  # contained in a name, if none is close
+
+
+def test_the_readme_example_of_a_typo_is_what_the_runner_says(capsys):
+    from conftest import ROOT
+
+    assert main(["--notebooks", str(ROOT / "notebooks"), "-p", "epoch", "3", "--check"]) == 2
+    said = " ".join(capsys.readouterr().err.removeprefix("runner: error: ").split())
+    assert f"`{said}`" in " ".join((ROOT / "README.md").read_text().split())
+
+
+def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    folder, out = tmp_path / "nbs", tmp_path / "run"
+    notebook(folder, "00_a")
+    assert main(["--notebooks", str(folder), "--out", str(out), "-p", "n", "2", "--check"]) == 0
+    said = capsys.readouterr().out
+    assert "would run 00_a.ipynb {'n': 2}" in said and "device asked for:" in said
+    assert not out.exists()
+    assert main(["--notebooks", str(folder), "-p", "m", "2", "--check"]) == 2
+
+
+def test_every_notebook_takes_the_shared_parameters():
+    """One name, one meaning: `-p device cpu` (and each shared name) reaches every notebook
+    that the README's table says defines it."""
+    from conftest import ROOT
+
+    every = notebooks_in(ROOT / "notebooks")
+    todo = plan(every, {}, {"device": "cpu"})
+    assert all(params == {"device": "cpu"} for _, params, _ in todo)
+    defined = {nb.stem[:2]: parameters_cell(nb) for nb in every}
+    section = (ROOT / "README.md").read_text().split("### Parameters the notebooks share")[1]
+    rows = [line.split("|")[1:3] for line in section.split("\n#")[0].splitlines()
+            if line.startswith("| `")]
+    assert len(rows) >= 5
+    for names, where in rows:
+        listed = sorted(n.strip() for n in where.replace("all", ",".join(defined)).split(","))
+        for name in (n.strip(" `") for n in names.split(",")):
+            assert listed == sorted(k for k, p in defined.items() if name in p), name
 
 
 def test_main_exit_codes_for_what_cannot_run(tmp_path, capsys):
@@ -206,7 +300,9 @@ def test_the_runner_takes_the_smoke_parameter_file(tmp_path):
     )
     [row] = json.loads((out / "summary.json").read_text())["notebooks"]
     assert code == 0 and row["status"] == "ok"
-    assert row["parameters"] == {"epochs": 1, "pretrain_samples": 256, "compile_backend": "eager"}
+    assert row["parameters"] == {
+        "pretrain_epochs": 1, "pretrain_samples": 256, "compile_backend": "eager"
+    }
     assert (
         row["records"]["fresh_load_missing"] == 12
         and (out / "01_reproduce_the_failure.html").exists()

@@ -4,7 +4,7 @@
 both. Parameters come from the notebook's cell tagged ``parameters`` (read by papermill's
 ``inspect_notebook``), from YAML files (``-f notebooks/params/smoke.yaml``) and from ``-p NAME
 VALUE``; a name no selected notebook defines, or a value of the wrong type, is refused before
-anything runs. Each run writes the files of :mod:`.summary`.
+anything runs (``--check`` stops there). Each run writes the files of :mod:`.summary`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import difflib
 import json
 import os
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .record import read_records
-from .summary import SCHEMA, NotebookRun, git_commit, write_index_html, write_summary
+from .summary import SCHEMA, NotebookRun, git_commit, one_line, write_index_html, write_summary
 
 __all__ = ["SCHEMA", "NotebookRun", "RunnerError", "main", "notebooks_in", "parameters_cell",
            "plan", "run_notebook", "this_python_kernel"]
@@ -35,6 +36,14 @@ Plan = list[tuple[Path, dict[str, Any] | None, str]]
 
 class RunnerError(Exception):
     """A problem with what was asked (exit 2): nothing was run."""
+
+
+def _hint(name: str, known: list[str]) -> str:
+    """`` (did you mean 'batch_size'?)`` for a name close to a known one (or, failing that,
+    the known names that contain it), else ``""``."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+    close = close or sorted(k for k in known if name.lower() in k)[:3]
+    return f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
 
 
 def parameters_cell(notebook: str | Path) -> dict[str, tuple[Any, str]]:
@@ -68,7 +77,8 @@ def check_parameters(notebook: Path, given: Mapping[str, Any]) -> None:
     known = parameters_cell(notebook)
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise RunnerError(f"{notebook.name}: unknown parameter(s) {unknown}; it defines "
+        named = ", ".join(f"{n!r}{_hint(n, list(known))}" for n in unknown)
+        raise RunnerError(f"{notebook.name}: unknown parameter(s) {named}; it defines "
                           f"{sorted(known)}")
     for name, value in given.items():
         kind, want = _TYPES.get(known[name][1]), known[name][1]
@@ -98,6 +108,29 @@ def this_python_kernel(env: Mapping[str, str] | None = None) -> Iterator[str]:
                 os.environ["JUPYTER_PATH"] = old
 
 
+def _ipc_kernel_manager() -> type:
+    """papermill's kernel manager, talking to the kernel over local sockets (IPC) instead of
+    TCP on localhost: nothing listens on the network, and ipykernel has no reason to warn that
+    TCP is unencrypted on every run."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return IPCKernelManager
+
+
+def failure(exc: BaseException) -> tuple[str, int | None]:
+    """``("RuntimeError: <its message>", 3)``: what a failed run raised and the cell it ran in
+    (its ``In [3]`` label), not papermill's banner; the cell is None when no cell raised."""
+    if getattr(exc, "ename", None):  # papermill's PapermillExecutionError: the cell's exception
+        return f"{exc.ename}: {exc.evalue}"[:2000], getattr(exc, "exec_count", None)
+    return f"{type(exc).__name__}: {exc}"[:2000], None
+
+
 def _unexecuted(output: Path) -> int:
     cells = json.loads(output.read_text(encoding="utf-8"))["cells"]
     return sum(1 for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()
@@ -115,23 +148,24 @@ def run_notebook(notebook: str | Path, output: str | Path,
     notebook, output, parameters = Path(notebook), Path(output), dict(parameters or {})
     check_parameters(notebook, parameters)
     output.parent.mkdir(parents=True, exist_ok=True)
-    t0, status, error = time.perf_counter(), "ok", ""
+    t0, status, error, cell = time.perf_counter(), "ok", "", None
     env = {"COMPILE_CKPT_WORKDIR": str(workdir)} if workdir else {}
     try:
         with this_python_kernel(env) as kernel:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters,
                                 kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False,
-                                execution_timeout=timeout)
+                                execution_timeout=timeout,
+                                kernel_manager_class=_ipc_kernel_manager())
         left = _unexecuted(output)
         if left:
             status, error = "stopped early", f"{left} code cell(s) never ran (a cell ended the run)"
     except Exception as exc:  # noqa: BLE001 - recorded in the summary, re-raised for tests
-        status, error = "failed", f"{type(exc).__name__}: {str(exc)[-2000:]}"
+        (error, cell), status = failure(exc), "failed"
         if raise_on_error:
             raise
     records = read_records(output) if output.exists() else {}
     return NotebookRun(notebook.stem, str(output), status, round(time.perf_counter() - t0, 1),
-                       records, parameters, error)
+                       records, parameters, error, cell)
 
 
 def notebooks_in(directory: str | Path) -> list[Path]:
@@ -173,12 +207,16 @@ def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict
     stray = sorted(set(files) - {nb.stem for nb in every} - {nb.stem[:2] for nb in every} - {"all"})
     if stray:
         raise RunnerError(f"parameter files name notebooks that do not exist: {stray}")
+    every_name = sorted({n for k in known.values() for n in k})
     for name in files.get("all", {}):
-        if not any(name in k for k in known.values()):
-            raise RunnerError(f"no notebook defines a parameter {name!r} (parameter file, 'all')")
+        if name not in every_name:
+            raise RunnerError(f"no notebook defines a parameter {name!r}{_hint(name, every_name)}"
+                              " (parameter file, 'all')")
+    chosen_names = sorted({n for nb in selected for n in known.get(nb, {})})
     for name in overrides:
-        if not any(name in known.get(nb, {}) for nb in selected):
-            raise RunnerError(f"-p {name}: no selected notebook defines it")
+        if name not in chosen_names:
+            raise RunnerError(f"-p {name}: no selected notebook defines it"
+                              f"{_hint(name, chosen_names)}")
     out: Plan = []
     for nb in selected:
         if nb in broken:
@@ -204,6 +242,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
                     metavar=("NAME", "VALUE"),
                     help="a parameter for every selected notebook that defines it (read as YAML)")
     ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    ap.add_argument("--check", action="store_true",
+                    help="check notebooks and parameters, print the plan, run nothing")
     return ap.parse_args(argv)
 
 
@@ -222,15 +262,48 @@ def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path
     overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
     todo = plan(chosen, load_parameter_files(args.parameters_file), overrides, found)
     out = Path(args.out or Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / ".writable").write_text("")
-    (out / ".writable").unlink()
+    if not args.check:  # a check writes nothing
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".writable").write_text("")
+        (out / ".writable").unlink()
     return todo, out
 
 
+def devices(todo: Plan) -> tuple[str, str]:
+    """The ``device`` values the notebooks were given (their default where not) and what they
+    are on this machine: ``("auto", "cpu")``, ``("cuda", "none ('cuda' was asked for, but this
+    machine has no CUDA GPU …)")``."""
+    from compile_ckpt.devices import device_problem
+
+    from .env import resolve_device
+
+    def used(value: str) -> str:
+        if value == "auto":
+            return str(resolve_device("auto"))
+        try:
+            problem = device_problem(value)
+        except ValueError as exc:
+            problem = str(exc)
+        return f"none ({problem})" if problem else value
+
+    given = [(p, parameters_cell(nb)) for nb, p, _ in todo if p is not None]
+    asked = sorted({str(p.get("device", known["device"][0])) for p, known in given
+                    if "device" in known})
+    if not asked:
+        return "none (no notebook here has a device parameter)", "-"
+    return ", ".join(asked), ", ".join(dict.fromkeys(map(used, asked)))
+
+
+def _console(r: NotebookRun) -> str:
+    """The line a job's log shows for a finished notebook, with the cause when it failed."""
+    cause = f": {one_line(r.error, 400)}" if r.error else ""
+    return f"  {r.headline()} after {r.wall_s:.1f}s ({len(r.records)} records){cause}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected notebooks into ``runs/<UTC timestamp>/`` and summarise them."""
-    from .env import resolve_device, versions
+    """Run the selected notebooks into ``runs/<UTC timestamp>/`` and summarise them
+    (``--check``: only check and print the plan)."""
+    from .env import versions
 
     args, started = _arguments(argv), dt.datetime.now(dt.UTC)
     try:
@@ -241,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"runner: error: cannot write the output folder: {exc}", file=sys.stderr)
         return 2
+    asked, used = devices(todo)
+    if args.check:
+        for nb, params, why in todo:
+            print(f"would run {nb.name} {params or ''}" if params is not None
+                  else f"cannot run {nb.name}: {why}")
+        print(f"device asked for: {asked}; on this machine: {used}")
+        return 0 if all(params is not None for _, params, _ in todo) else 1
     runs = []
     for nb, params, why in todo:
         if params is None:
@@ -250,16 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {nb.name} {params or ''} ...", flush=True)
         r = run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False,
                          workdir=out / "artifacts")
-        print(f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records)"
-              + (f": {r.error[:300]}" if r.error else ""))
+        print(_console(r), flush=True)
         runs.append(r)
     meta = {"started_utc": started.isoformat(timespec="seconds"),
             "finished_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "git_commit": git_commit(), "versions": versions(),
-            "device": str(resolve_device("auto")),
+            "device": used, "device_asked": asked,
             "parameters": {"files": args.parameters_file, "overrides": dict(args.parameter)}}
     md, _ = write_summary(runs, out, meta)
-    index = write_index_html(runs, out)
+    index = write_index_html(runs, out, meta)
     print(md.read_text())
     print(f"Report: {index}")
     return 0 if all(r.status == "ok" for r in runs) else 1

@@ -27,7 +27,23 @@ class NotebookRun:
     wall_s: float
     records: dict[str, Any]
     parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
-    error: str = ""
+    error: str = ""  # "RuntimeError: <message>": what the failing cell raised
+    error_cell: int | None = None  # the failing cell's execution count: "In [3]" on its page
+
+    def headline(self) -> str:
+        """``failed in cell [3]``, or the status alone."""
+        cell = self.error_cell
+        return self.status + (f" in cell [{cell}]" if cell is not None else "")
+
+    def outcome(self, width: int = 200) -> str:
+        """``failed in cell [3]: RuntimeError: …`` on one line, cut to ``width``."""
+        return self.headline() + (f": {one_line(self.error, width)}" if self.error else "")
+
+
+def one_line(text: str, width: int) -> str:
+    """``text`` with its whitespace runs made single spaces, cut to ``width`` with "…"."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def git_commit() -> str:
@@ -60,16 +76,19 @@ def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]
                              default=str))
     lines = ["# Notebook run summary", "",
              f"{meta['finished_utc']} UTC, commit {meta['git_commit'][:10] or '?'}, torch "
-             f"{meta['versions'].get('torch')}, {meta['device']}.", "",
+             f"{meta['versions'].get('torch')}. {device_line(meta)}", "",
              "| notebook | status | wall time (s) | key recorded values |", "|---|---|---|---|"]
     for r in runs:
         keys = "; ".join(f"{k}={v}" for k, v in _shown(r.records).items()) or "-"
         page = Path(r.output).with_suffix(".html").name
-        lines.append(f"| [{r.name}]({page}) | {r.status} | {r.wall_s:.1f} | {keys} |")
+        status = r.outcome().replace("|", "\\|")
+        lines.append(f"| [{r.name}]({page}) | {status} | {r.wall_s:.1f} | {keys} |")
     failed = [r for r in runs if r.status != "ok"]
     if failed:
         lines += ["", "## Not ok", ""]
-        lines += [f"- **{r.name}** ({r.status}): `{r.error[:500]}`" for r in failed]
+        for r in failed:
+            lines += [f"- **{r.name}** {r.headline()}:", "", "  ```text",
+                      *(f"  {line}" for line in r.error.splitlines()), "  ```", ""]
     md = out_dir / "summary.md"
     md.write_text("\n".join(lines) + "\n")
     return md, js
@@ -91,8 +110,14 @@ def write_page(output: Path) -> Path:
     return page
 
 
-def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
-    """``index.html``: the summary table, linking each executed notebook's page."""
+def device_line(meta: dict[str, Any]) -> str:
+    """``Device asked for: cuda; used: none: …`` from a run's metadata."""
+    return f"Device asked for: {meta.get('device_asked', '?')}; used: {meta.get('device', '?')}."
+
+
+def write_index_html(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]) -> Path:
+    """``index.html``: the device line, the summary table (a failed notebook's exception and
+    cell in its status) linking each executed notebook's page."""
     rows = []
     for r in runs:
         link = html.escape(r.name)
@@ -102,14 +127,17 @@ def write_index_html(runs: list[NotebookRun], out_dir: Path) -> Path:
         keys = "<br>".join(f"{html.escape(k)} = {html.escape(v)}"
                            for k, v in _shown(r.records).items())
         colour = "#e6f4ea" if r.status == "ok" else "#fce8e6"
-        rows.append(f'<tr style="background:{colour}"><td>{link}</td><td>{html.escape(r.status)}'
+        status = html.escape(r.outcome(2000))
+        rows.append(f'<tr style="background:{colour}"><td>{link}</td><td class="status">{status}'
                     f"</td><td>{r.wall_s:.1f}</td><td>{keys or '-'}</td></tr>")
     index = out_dir / "index.html"
     index.write_text(
         "<!doctype html><meta charset='utf-8'><title>compile-ckpt notebook run</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
-        "padding:4px 8px;vertical-align:top}table{border-collapse:collapse}</style>"
-        f"<h1>Notebook run {html.escape(out_dir.name)}</h1><table><tr><th>notebook</th>"
+        "padding:4px 8px;vertical-align:top}table{border-collapse:collapse}"
+        ".status{max-width:60em;white-space:pre-wrap}</style>"
+        f"<h1>Notebook run {html.escape(out_dir.name)}</h1><p>{html.escape(device_line(meta))}"
+        "</p><table><tr><th>notebook</th>"
         "<th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
         + "".join(rows) + "</table>", encoding="utf-8")
     return index
