@@ -81,7 +81,10 @@ def test_no_library_module_is_over_400_lines():
 #: The workshop's size when the library was layered (2026-11-29), at 100 columns. Issue #21 asked
 #: for at most 1,500 lines; what is left is shared by two or more users (see the closing note).
 #: A ratchet: lower it when code leaves the workshop; raising it needs a reason in the change.
-WORKSHOP_LINES = 2_130
+#: Issue #22 raised it from 2,130: the runner tells a failure's exception and cell and the device
+#: asked for and used, checks without running (--check), hints at typos, and talks to the kernel
+#: over IPC (+102 lines, in runner.py and summary.py).
+WORKSHOP_LINES = 2_232
 
 
 def test_the_workshop_does_not_grow():

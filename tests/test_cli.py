@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from compile_ckpt import save_checkpoint
+from compile_ckpt import load_checkpoint, save_checkpoint
 from compile_ckpt.cli import JSON_LIMIT, main
 from conftest import compiled
 
@@ -54,16 +54,52 @@ def test_clean_cleans_every_container(tmp_path, small_model, capsys):
         },
         src,
     )
-    assert main(["clean", str(src), "--dry-run"]) == 0
+    assert main(["clean", str(src), str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
     assert (
         "[model] 12 keys renamed" in text and "[ema] 12 keys renamed" in text and not out.exists()
     )
+    # what would be written, and that nothing was (before, the two runs printed the same text)
+    assert text.splitlines()[-1] == (f"dry run: nothing written; {out} would hold everything "
+                                     f"{src} holds (model, ema, epoch), its 2 state dict(s) "
+                                     "cleaned")
     assert main(["clean", str(src), str(out)]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert said.startswith(f"wrote {out} (") and said.endswith(
+        f"KiB): everything {src} holds (model, ema, epoch), its 2 state dict(s) cleaned")
     obj = torch.load(out, weights_only=True)
     assert obj["epoch"] == 4
     for name in ("model", "ema"):
         small_model(2).load_state_dict(obj[name])  # plain PyTorch loads both now
+
+
+def test_key_writes_that_state_dict_alone_in_either_format(tmp_path, small_model, capsys):
+    """Before, `--key ema` with a .pt OUT was silently ignored: the file held both."""
+    src = tmp_path / "both.pt"
+    torch.save({"model": compiled(small_model()).state_dict(),
+                "ema": compiled(small_model(1)).state_dict(), "epoch": 4}, src)
+    for out in (tmp_path / "ema.pt", tmp_path / "ema.safetensors"):
+        assert main(["clean", str(src), str(out), "--key", "ema"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].endswith(
+            "the state dict 'ema' alone, saved by save_checkpoint; left out: ['model', 'epoch']")
+        fresh = small_model(2)
+        report = load_checkpoint(out, fresh)
+        assert report.ok and report.container == "model_state_dict"
+        assert torch.equal(fresh.head[0].weight, small_model(1).head[0].weight)  # the EMA's
+    assert set(torch.load(tmp_path / "ema.pt", weights_only=True)) == {
+        "format", "model_state_dict", "metadata", "checksums", "sha256"}
+    assert main(["clean", str(src), str(tmp_path / "x.pt"), "--key", "emma"]) == 2
+    assert "--key emma: " in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_version_names_the_library_and_torch(capsys):
+    import compile_ckpt
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == (f"compile-ckpt {compile_ckpt.__version__} (torch "
+                                               f"{torch.__version__})")
 
 
 @pytest.mark.slow
@@ -84,9 +120,8 @@ def test_clean_in_place_keeps_the_format_its_suffix_names(tmp_path, small_model)
     assert r.returncode == 2 and "holds one state dict" in r.stderr and "--key" in r.stderr
     r = run("clean", str(both), str(tmp_path / "one.safetensors"), "--key", "ema")
     # said, not silent
-    assert (
-        r.returncode == 0 and "left out of one.safetensors: ['model']" in r.stderr
-    )
+    assert r.returncode == 0 and r.stdout.strip().endswith(
+        "the state dict 'ema' alone, saved by save_checkpoint; left out: ['model']")
     assert torch.equal(
         load_file(str(tmp_path / "one.safetensors"))["head.0.weight"], small_model(1).head[0].weight
     )

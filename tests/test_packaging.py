@@ -3,45 +3,71 @@ source tree, carries the library, the CLI, the committed GPU results and the sol
 
 from __future__ import annotations
 
+import email
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import textwrap
+import tomllib
+import zipfile
 
 import pytest
 
 from conftest import ROOT
 
 
-@pytest.mark.slow
-def test_wheel_installed_outside_the_tree_finds_results_and_solutions(tmp_path):
-    # build from a copy: the tree stays untouched
-    source, dist = (
-        tmp_path / "source",
-        tmp_path / "dist",
-    )
-    for part in ("src", "results", "notebooks/solutions", "pyproject.toml", "README.md", "LICENSE"):
+def build(tmp_path):
+    """An sdist and the wheel built *from that sdist* (as pip builds from an index), from a
+    copy of the tree: the tree stays untouched."""
+    source, dist = tmp_path / "source", tmp_path / "dist"
+    for part in ("src", "results", "notebooks/solutions", "tests", "pyproject.toml", "README.md",
+                 "LICENSE", "MANIFEST.in"):
         copy = shutil.copytree if (ROOT / part).is_dir() else shutil.copy
         (source / part).parent.mkdir(parents=True, exist_ok=True)
-        copy(ROOT / part, source / part)
+        copy(ROOT / part, source / part, **({"ignore": shutil.ignore_patterns("*.egg-info")}
+                                            if (ROOT / part).is_dir() else {}))
     built = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "--outdir",
-            str(dist),
-            str(source),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(dist), str(source)],
+        capture_output=True, text=True, timeout=600,
     )
     assert built.returncode == 0, built.stderr[-3000:]
-    wheel = next(dist.glob("compile_ckpt-*.whl"))
+    return next(dist.glob("compile_ckpt-*.tar.gz")), next(dist.glob("compile_ckpt-*.whl"))
+
+
+@pytest.mark.slow
+def test_the_sdist_and_the_wheel_carry_what_an_index_needs(tmp_path):
+    """The sdist has no tests (they need the whole repository and would not run from it); the
+    wheel built from it is typed; the metadata's links work off the repository."""
+    sdist, wheel = build(tmp_path)
+    with tarfile.open(sdist) as tar:
+        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
+    assert not [n for n in names if n.startswith("tests")] and "MANIFEST.in" in names
+    assert "notebooks/solutions/solutions.py" in names and "src/compile_ckpt/py.typed" in names
+    with zipfile.ZipFile(wheel) as whl:
+        files = whl.namelist()
+        meta = email.message_from_bytes(whl.read(next(f for f in files if f.endswith("/METADATA"))))
+    assert "compile_ckpt/py.typed" in files
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert urls == project["urls"] and {"Repository", "Issues"} <= set(urls)
+    links = re.findall(r"\]\(([^)]+)\)", meta.get_payload())
+    assert links and all(link.startswith(urls["Repository"] + "/") for link in links), links
+    import compile_ckpt
+
+    assert meta["Version"] == compile_ckpt.__version__
+    # the classifiers name exactly the Python that CI and `make test` use
+    tested = re.search(r"python(3\.\d+)", (ROOT / "Makefile").read_text()).group(1)
+    assert sorted(c.rsplit(" ", 1)[1] for c in meta.get_all("Classifier")
+                  if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)) == [tested]
+    assert meta["Requires-Python"] == f">={tested}"
+
+
+@pytest.mark.slow
+def test_wheel_installed_outside_the_tree_finds_results_and_solutions(tmp_path):
+    _, wheel = build(tmp_path)
     env = tmp_path / "venv"
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(env)], check=True, timeout=120
@@ -104,3 +130,13 @@ def test_wheel_installed_outside_the_tree_finds_results_and_solutions(tmp_path):
         timeout=120,
     )
     assert cli.returncode == 0 and "inspect" in cli.stdout
+    version = subprocess.run(
+        [str(env / "bin" / "python"), "-m", "compile_ckpt", "--version"],
+        capture_output=True, text=True, cwd=outside, timeout=120,
+    )
+    import torch
+
+    import compile_ckpt
+
+    said = f"compile-ckpt {compile_ckpt.__version__} (torch {torch.__version__})"
+    assert version.returncode == 0 and version.stdout.strip() == said

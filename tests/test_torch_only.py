@@ -82,6 +82,20 @@ def test_cli_inspect_and_clean_with_torch_alone(tmp_path, compiled_checkpoint, c
     )
     assert r.returncode == 0, r.stderr[-3000:]
     assert ("_orig_mod" in r.stdout) if command == "inspect" else (tmp_path / "out.pt").exists()
+    # torch warns "Failed to initialize NumPy" when it is missing; the CLI's user sees nothing
+    assert r.stderr == "", r.stderr
+
+
+def test_the_numpy_warning_is_silenced_only_while_torch_imports():
+    r = python("""
+        import warnings
+        warnings.simplefilter("error")  # the caller's own filter
+        before = list(warnings.filters)
+        import compile_ckpt
+        assert warnings.filters == before, "the caller's warning filters changed"
+        print("ok")
+    """)
+    assert r.returncode == 0 and r.stdout.strip() == "ok" and r.stderr == "", r.stderr
 
 
 def test_bench_says_it_needs_the_workshop_extra(tmp_path):

@@ -17,6 +17,14 @@ Importing this package never imports the workshop (:mod:`compile_ckpt.workshop`,
 notebooks' helpers, which need the ``workshop`` extra).
 """
 
+import warnings
+
+with warnings.catch_warnings():  # scoped: the caller's warning filters are left as they were
+    # torch warns at import when NumPy is missing; this library never uses NumPy, and a
+    # torch-only install (its one dependency) has none: the warning would only alarm
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+    import torch  # noqa: F401
+
 from .atomic import atomic_write
 from .errors import (
     CheckpointCollisionError,

@@ -10,12 +10,13 @@ the workshop extra missing for ``bench``). Errors are one line on stderr, never 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import math
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,16 +166,23 @@ def _clean_all(obj: Any) -> tuple[Any, dict[str, list[Rename]]]:
     return obj, renames
 
 
-def _write_clean(args: argparse.Namespace, cleaned: Any) -> None:
+def _plan_write(args: argparse.Namespace, cleaned: Any) -> tuple[Callable[[], None], str]:
+    """How OUT is written and what it will hold; a ``UsageError`` before anything is written.
+    Without ``--key`` a ``.pt`` OUT keeps everything; with it, any OUT holds that state dict
+    alone (and the file's metadata), as ``save_checkpoint`` writes it."""
     out = Path(args.out)
     if out.is_dir():
         raise UsageError(f"OUT {out} is a directory; give a file path")
-    if out.suffix != ".safetensors":
-        atomic_write(out, lambda tmp: torch.save(cleaned, tmp))
-        return
     found = find_state_dicts(cleaned)
+    if args.key is None and out.suffix != ".safetensors":
+        top = ", ".join(map(str, cleaned)) if isinstance(cleaned, dict) else "a bare state dict"
+        return (lambda: atomic_write(out, lambda tmp: torch.save(cleaned, tmp)),
+                f"everything {args.path} holds ({top}), its {len(found)} state dict(s) cleaned")
+    if args.key is not None and args.key not in found:
+        raise UsageError(f"--key {args.key}: {args.path} has no such state dict; it has "
+                         f"{list(found)}")
     name = args.key or (next(iter(found)) if len(found) == 1 else None)
-    if name is None or name not in found:
+    if name is None:
         raise UsageError(f"{out.name}: a .safetensors file holds one state dict; {args.path} has "
                          f"{list(found)}: choose one with --key, or write a .pt file")
     left = [k for k in (cleaned if isinstance(cleaned, dict) and name != BARE else {})
@@ -184,12 +192,21 @@ def _write_clean(args: argparse.Namespace, cleaned: Any) -> None:
                          f"pass --key {name} to write the weights alone, or write a .pt file")
     meta = cleaned.get("metadata") if isinstance(cleaned, dict) else None
     meta = meta if isinstance(meta, dict) else {}
-    try:
-        save_checkpoint(out, found[name], metadata=meta)
-    except UnsupportedContentError as exc:
-        raise UsageError(f"{out.name}: {exc.message}") from None
-    if left:
-        print(f"left out of {out.name}: {left}", file=sys.stderr)
+
+    def write() -> None:
+        try:
+            save_checkpoint(out, found[name], metadata=meta)
+        except UnsupportedContentError as exc:
+            raise UsageError(f"{out.name}: {exc.message}") from None
+
+    return write, (f"the state dict {name!r} alone, saved by save_checkpoint"
+                   + (", with the file's metadata" if meta else "")
+                   + (f"; left out: {left}" if left else ""))
+
+
+def _size(path: str | Path) -> str:
+    n = Path(path).stat().st_size
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -199,20 +216,25 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     if not locate_state_dicts(obj):
         raise CheckpointError("holds no state dict to clean", args.path)
     cleaned, found = _clean_all(obj)
+    write, holds = _plan_write(args, cleaned) if args.out is not None else (None, "")
+    if write is not None and not args.dry_run:
+        write()
+    if args.dry_run:
+        outcome = "dry run: nothing written" + (f"; {args.out} would hold {holds}" if holds else "")
+    else:
+        outcome = f"wrote {args.out} ({_size(args.out)}): {holds}"
     renames = {name: [{"from": r.source, "to": r.target} for r in rs] for name, rs in found.items()}
-    if not args.dry_run:
-        _write_clean(args, cleaned)
     if args.json:
         print(dumps({"renames": renames, "summary": {n: "; ".join(describe_renames(rs))
                                                      for n, rs in found.items()},
-                     "dry_run": args.dry_run, "out": None if args.dry_run else str(args.out)}))
+                     "dry_run": args.dry_run, "out": None if args.dry_run else str(args.out),
+                     "outcome": outcome}))
         return EXIT_OK
     for name, rows in renames.items():
         print(f"[{name}] " + (f"{len(rows)} keys renamed" if rows else "already clean"))
         for r in rows:
             print(f"  {r['from']} -> {r['to']}")
-    if not args.dry_run:
-        print(f"wrote {args.out}")
+    print(outcome)
     return EXIT_OK
 
 
@@ -234,6 +256,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="compile-ckpt", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version",
+                    version=f"compile-ckpt {version()} (torch {torch.__version__})")
     sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("inspect", help="describe every state dict in a checkpoint")
     p.add_argument("path")
@@ -245,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", nargs="?", help="the format follows its suffix: .safetensors, else "
                    "torch.save")
     p.add_argument("--dry-run", action="store_true", help="list the renames, write nothing")
-    p.add_argument("--key", help="for a .safetensors OUT: the state dict to write (see inspect)")
+    p.add_argument("--key", help="write this state dict alone (see inspect), in either format; "
+                   "without it a .pt OUT keeps everything")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=_cmd_clean)
     p = sub.add_parser("bench", help="eager vs compiled pretraining steps (needs the workshop "
@@ -261,6 +286,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "all runs; what finished is kept (exit 1 if cut short)")
     p.set_defaults(fn=_cmd_bench)
     return ap
+
+
+def version() -> str:
+    """This distribution's version, as installed (pyproject.toml holds it)."""
+    try:
+        return importlib.metadata.version("compile-ckpt")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _one_line(text: str) -> str:
