@@ -258,3 +258,35 @@ def test_pip_shows_its_progress():
     install = (ROOT / "Makefile").read_text().split("\ninstall:")[1].split("\n\n")[0]
     assert "--quiet" not in install and "--progress-bar on" in install
     assert install.index("scripts/torch_build.py $(PIP_ARGS)") < install.index("-m pip install")
+
+
+def test_the_readme_puts_the_torch_versions_side_by_side():
+    """Pinned, checked on, measured on: one table, each row the fact's own source."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### Which torch, for what")[1].split("\n\n")[1]
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert f"{pins()['torch']} (CPU build)" in rows and "the pin" in rows[
+        f"{pins()['torch']} (CPU build)"]
+    bench = json.loads((ROOT / "results" / "h200-2026-11-28" / "bench.json").read_text())
+    assert bench["environment"]["torch"] in rows and "GPU results" in rows[
+        bench["environment"]["torch"]]
+    newest = re.search(r"still so in torch (\d+\.\d+\.\d+)", readme).group(1)
+    assert newest in rows and "newest release" in rows[newest]
+    assert f"`{META['project']['dependencies'][0].removeprefix('torch')}`" in rows
+
+
+def test_notebook_times_agree_between_the_readmes():
+    """The instructor's plan quotes the README's cold-cache times, notebook by notebook."""
+    readme = (ROOT / "README.md").read_text()
+    guide = (ROOT / "notebooks" / "README.md").read_text()
+    measured = {m[0]: int(m[1]) for m in
+                re.findall(r"^\| `(\d\d)_\w+`[^\n]*\| (\d+) s \|$", readme, re.M)}
+    quoted = {m[0]: int(m[1]) for m in re.findall(r"^\| [^|]+ \| (\d\d) [^|]+ \| ~(\d+) s \|",
+                                                   guide, re.M)}
+    quoted.update(re.findall(r"\*\*(\d\d) [^*]+, ~(\d+) s run\)", guide))
+    quoted = {k: int(v) for k, v in quoted.items()}
+    assert len(measured) == 8 and set(quoted) <= set(measured) and len(quoted) >= 7
+    assert quoted == {k: measured[k] for k in quoted}
+    total = re.search(r"\((\d+) min (\d+) s in all,", readme)
+    assert abs(int(total[1]) * 60 + int(total[2]) - sum(measured.values())) <= 30, (
+        "the per-notebook times and the total come from one run")

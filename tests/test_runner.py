@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 
 import nbformat
@@ -184,7 +185,8 @@ def test_a_failure_is_told_where_a_job_looks(tmp_path, capsys):
     assert row["error"] == "ValueError: the cause:\n n is 5 | and more"
     assert row["error_cell"] == cell.execution_count
     said = f"failed in cell [{cell.execution_count}]"
-    assert f"  {said} after " in console and ": ValueError: the cause: n is 5 | and more" in console
+    assert re.search(rf"  failed in [\d.]+s \(0 records\) at cell \[{cell.execution_count}\]: "
+                     r"ValueError: the cause: n is 5 \| and more\n", console)
     md = (out / "summary.md").read_text()
     assert f"| {said}: ValueError: the cause: n is 5 \\| and more |" in md
     assert "n is 5 | and more" in md  # the Not ok section has it whole

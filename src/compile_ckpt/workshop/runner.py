@@ -296,8 +296,9 @@ def devices(todo: Plan) -> tuple[str, str]:
 
 def _console(r: NotebookRun) -> str:
     """The line a job's log shows for a finished notebook, with the cause when it failed."""
+    where = f" at cell [{r.error_cell}]" if r.error_cell is not None else ""
     cause = f": {one_line(r.error, 400)}" if r.error else ""
-    return f"  {r.headline()} after {r.wall_s:.1f}s ({len(r.records)} records){cause}"
+    return f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records){where}{cause}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     asked, used = devices(todo)
     if args.check:
         for nb, params, why in todo:
-            print(f"would run {nb.name} {params or ''}" if params is not None
+            print(f"would run {nb.name}" + (f" {params}" if params else "") if params is not None
                   else f"cannot run {nb.name}: {why}")
         print(f"device asked for: {asked}; on this machine: {used}")
         return 0 if all(params is not None for _, params, _ in todo) else 1
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"not running {nb.name}: {why}", flush=True)
             runs.append(NotebookRun(nb.stem, str(out / nb.name), "failed", 0.0, {}, {}, why))
             continue
-        print(f"running {nb.name} {params or ''} ...", flush=True)
+        print(f"running {nb.name}" + (f" {params}" if params else "") + " ...", flush=True)
         r = run_notebook(nb, out / nb.name, params, timeout=args.timeout, raise_on_error=False,
                          workdir=out / "artifacts")
         print(_console(r), flush=True)
