@@ -111,7 +111,7 @@ def write_page(output: Path) -> Path:
 
 
 def device_line(meta: dict[str, Any]) -> str:
-    """``Device asked for: cuda; used: none: …`` from a run's metadata."""
+    """``Device asked for: cuda; used: none (…).`` from a run's metadata."""
     return f"Device asked for: {meta.get('device_asked', '?')}; used: {meta.get('device', '?')}."
 
 
