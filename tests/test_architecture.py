@@ -83,8 +83,8 @@ def test_no_library_module_is_over_400_lines():
 #: A ratchet: lower it when code leaves the workshop; raising it needs a reason in the change.
 #: Issue #22 raised it from 2,130: the runner tells a failure's exception and cell and the device
 #: asked for and used, checks without running (--check), hints at typos, and talks to the kernel
-#: over IPC (+103 lines, in runner.py and summary.py).
-WORKSHOP_LINES = 2_233
+#: over IPC in a private socket folder (+111 lines, in runner.py and summary.py).
+WORKSHOP_LINES = 2_241
 
 
 def test_the_workshop_does_not_grow():

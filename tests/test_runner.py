@@ -108,12 +108,19 @@ def test_plan_merges_files_and_overrides_and_refuses_what_goes_nowhere(tmp_path)
 @pytest.mark.slow
 def test_run_notebook_records_silently_and_refuses_unknown_parameters(tmp_path):
     path = notebook(
-        tmp_path, body=RECORD + "record('double', n * 2)\nimport sys\nprint(sys.executable)"
+        tmp_path, body=RECORD + "record('double', n * 2)\nimport sys\nprint(sys.executable)\n"
+        "import os\nfrom ipykernel.kernelapp import IPKernelApp\n"
+        "record('transport', IPKernelApp.instance().transport)\n"
+        "record('here', sorted(os.listdir('.')))"
     )
     with pytest.raises(RunnerError, match=r"unknown parameter\(s\) 'm'"):
         run_notebook(path, tmp_path / "out.ipynb", {"m": 3})
     run = run_notebook(path, tmp_path / "out.ipynb", {"n": 21}, timeout=120)
-    assert run.status == "ok" and run.records == {"double": 42}
+    assert run.status == "ok" and run.records["double"] == 42
+    # local sockets in a private folder: no TCP (ipykernel warned on every run), and no socket
+    # files in the notebook's folder (jupyter_client's default for IPC), where two runs collide
+    assert run.records["transport"] == "ipc"
+    assert set(run.records["here"]) <= {"00_t.ipynb", "out.ipynb"}
     outputs = nbformat.read(tmp_path / "out.ipynb", as_version=4).cells[-1].outputs
     shown = [o for o in outputs if MIME in o.get("data", {})]
     # nothing for the learner to read

@@ -108,17 +108,24 @@ def this_python_kernel(env: Mapping[str, str] | None = None) -> Iterator[str]:
                 os.environ["JUPYTER_PATH"] = old
 
 
-def _ipc_kernel_manager() -> type:
-    """papermill's kernel manager, talking to the kernel over local sockets (IPC) instead of
-    TCP on localhost: nothing listens on the network, and ipykernel has no reason to warn that
-    TCP is unencrypted on every run."""
+def _ipc_kernel_manager(sockets: str) -> type:
+    """papermill's kernel manager, talking to the kernel over local sockets (IPC) in the private
+    folder ``sockets`` instead of TCP on localhost: nothing listens on the network, concurrent
+    runs cannot collide, and ipykernel has no reason to warn that TCP is unencrypted. TCP where
+    the folder's path is too long for a socket's name."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
+
+    if len(sockets) > 80:  # a Unix socket's path holds about 104 bytes
+        return AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
+
+        def _ip_default(self) -> str:  # the sockets' path prefix (jupyter_client's default
+            return os.path.join(sockets, "kernel")  # is relative: the notebook's folder)
 
     return IPCKernelManager
 
@@ -151,11 +158,12 @@ def run_notebook(notebook: str | Path, output: str | Path,
     t0, status, error, cell = time.perf_counter(), "ok", "", None
     env = {"COMPILE_CKPT_WORKDIR": str(workdir)} if workdir else {}
     try:
-        with this_python_kernel(env) as kernel:
+        with this_python_kernel(env) as kernel, tempfile.TemporaryDirectory(
+                prefix="ckpt-ipc-") as sockets:
             pm.execute_notebook(str(notebook), str(output), parameters=parameters,
                                 kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False,
                                 execution_timeout=timeout,
-                                kernel_manager_class=_ipc_kernel_manager())
+                                kernel_manager_class=_ipc_kernel_manager(sockets))
         left = _unexecuted(output)
         if left:
             status, error = "stopped early", f"{left} code cell(s) never ran (a cell ended the run)"
