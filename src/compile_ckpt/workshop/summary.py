@@ -135,7 +135,7 @@ def write_index_html(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any
         "<!doctype html><meta charset='utf-8'><title>compile-ckpt notebook run</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
         "padding:4px 8px;vertical-align:top}table{border-collapse:collapse}"
-        ".status{max-width:60em;white-space:pre-wrap}</style>"
+        ".status{max-width:60em}</style>"
         f"<h1>Notebook run {html.escape(out_dir.name)}</h1><p>{html.escape(device_line(meta))}"
         "</p><table><tr><th>notebook</th>"
         "<th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
