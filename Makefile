@@ -13,7 +13,7 @@ PIP_ARGS ?=
 LAB_ARGS ?=
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: run test test-fast lint hooks lab install kernel gpu-bench memory-bench pythons clean
+.PHONY: run test test-fast lint hooks lab install kernel gpu-bench memory-bench pythons torch-versions clean
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(MAKE) --no-print-directory install
@@ -69,6 +69,11 @@ memory-bench: $(STAMP)
 ## pythons: the unit tier on every other Python this machine has (PYTHONS="python3.12 python3.13")
 pythons:
 	bash scripts/test_pythons.sh $(PYTHONS)
+
+## torch-versions: the library's tests on the oldest torch pyproject.toml admits and the newest pip
+## offers here, each in .venv-torch-X.Y.Z (TORCH_VERSIONS="2.6.0 2.14.1" picks others; GBs each)
+torch-versions:
+	bash scripts/test_torch_versions.sh $(TORCH_VERSIONS)
 
 clean:
 	rm -rf runs artifacts notebooks/artifacts .pytest_cache .ruff_cache .hypothesis build dist

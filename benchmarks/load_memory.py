@@ -173,21 +173,30 @@ def main() -> int:
 
 
 def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None:
-    """Seconds to hash the model, to save it with and without SHA-256 checksums, and to load it
-    verifying them or not; interleaved repeats, medians with [min-max]. A difference whose
-    ranges overlap is reported as none (saving is dominated by the disk's noise)."""
+    """Seconds to hash the model, to save it with plain ``torch.save`` and with
+    ``save_checkpoint`` without and with SHA-256 checksums (which also fsyncs, moves the file
+    into place and reads it back as a load will: ``read-back`` times that read alone), and to
+    load it verifying them or not; interleaved repeats, medians with [min-max]. A difference
+    whose ranges overlap is reported as none (saving is dominated by the disk's noise)."""
     from compile_ckpt import load_checkpoint, save_checkpoint
     from compile_ckpt.integrity import tensor_checksum
 
     model, target = build(n_layers), build(n_layers)
     times: dict[str, list[float]] = {
-        k: [] for k in ("hash", "save", "save+sha256", "load", "load+verify")
+        k: [] for k in ("hash", "torch.save", "read-back", "save", "save+sha256", "load",
+                        "load+verify")
     }
     for _ in range(repeats):  # interleaved, so the page cache and the clock treat all alike
         t0 = time.perf_counter()
         for v in model.state_dict().values():
             tensor_checksum(v)
         times["hash"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        torch.save(model.state_dict(), tmp / "plain.pt")
+        times["torch.save"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()  # what save_checkpoint adds to check that a load can read it
+        torch.load(tmp / "plain.pt", map_location="cpu", weights_only=True, mmap=True)
+        times["read-back"].append(time.perf_counter() - t0)
         for name, sums in (("save", False), ("save+sha256", True)):
             t0 = time.perf_counter()
             save_checkpoint(tmp / f"{name}.pt", model, checksums=sums)
@@ -203,7 +212,7 @@ def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None
     for name, ts in times.items():
         print(f"  {name:12s} {statistics.median(ts):6.2f} [{min(ts):.2f}-{max(ts):.2f}]")
     print(f"  hashing: {size / 2**30 / statistics.median(times['hash']):.2f} GiB/s")
-    for a, b in (("save", "save+sha256"), ("load", "load+verify")):
+    for a, b in (("torch.save", "save"), ("save", "save+sha256"), ("load", "load+verify")):
         if min(times[b]) <= max(times[a]) and min(times[a]) <= max(times[b]):
             print(f"  {b} vs {a}: the ranges overlap; no difference measurable beyond the noise")
         else:

@@ -111,5 +111,5 @@ def test_bench_says_it_needs_the_workshop_extra(tmp_path):
 
 def test_the_core_dependency_is_torch_alone():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["dependencies"] == ["torch>=2.4"]
+    assert project["dependencies"] == ["torch>=2.5"]
     assert {"workshop", "safetensors", "trainers", "test"} <= set(project["optional-dependencies"])

@@ -8,8 +8,10 @@ only on those before it:
 - :mod:`~compile_ckpt.errors`: every failure, named; :mod:`~compile_ckpt.devices`: whether a
   device is here;
 - :mod:`~compile_ckpt.integrity`: checksums; :mod:`~compile_ckpt.atomic`: atomic writes;
+  :mod:`~compile_ckpt.snapshot`: a file read as one snapshot;
 - :mod:`~compile_ckpt.formats`: ``.pt`` and ``.safetensors``; :mod:`~compile_ckpt.layout`:
   where state dicts, optimizer and scheduler state sit in a file;
+- :mod:`~compile_ckpt.resume`: optimizer and scheduler state checked before it is loaded;
 - :mod:`~compile_ckpt.report`, :mod:`~compile_ckpt.save`, :mod:`~compile_ckpt.load`: the entry
   points; :mod:`~compile_ckpt.cli`: ``compile-ckpt``.
 
@@ -33,6 +35,7 @@ from .errors import (
     CheckpointFormatError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    CheckpointReadError,
     CheckpointWriteError,
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -65,6 +68,7 @@ __all__ = [
     "CheckpointFormatError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "CheckpointReadError",
     "CheckpointWriteError",
     "ChecksumMismatchError",
     "CorruptCheckpointError",

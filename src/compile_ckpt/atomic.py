@@ -21,6 +21,11 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock, so no temporary file is judged stale
+    fcntl = None  # type: ignore[assignment]
+
 from .errors import CheckpointError, CheckpointWriteError, PathLike
 
 log = logging.getLogger("compile_ckpt")
@@ -39,6 +44,9 @@ def _target_of(path: Path) -> tuple[Path, os.stat_result | None]:
         st = os.stat(target)
     except FileNotFoundError:
         return target, None
+    except OSError as exc:  # a symlink loop, a file where a folder should be, no permission
+        raise CheckpointWriteError(f"cannot be written ({exc.strerror or exc}); nothing changed",
+                                   path) from exc
     if not stat.S_ISREG(st.st_mode):
         mode = st.st_mode
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
@@ -50,43 +58,91 @@ def _target_of(path: Path) -> tuple[Path, os.stat_result | None]:
     return target, st
 
 
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _temp_stem(target: Path) -> str:
+    """The target's name in its temporary files' names, shortened (with a hash of the whole
+    name) where the temporary name would be longer than the filesystem allows: any name that
+    ``torch.save`` can write can be saved atomically."""
+    name = target.name
+    room = _name_max(target.parent) - len(f"..{HOST_TAG}-4294967296-{'0' * 16}.tmp")
+    if len(os.fsencode(name)) <= room:
+        return name
+    digest = hashlib.sha256(os.fsencode(name)).hexdigest()[:12]
+    keep = name.encode("utf-8", "surrogateescape")[: max(room - 13, 1)]
+    return keep.decode("utf-8", "ignore") + "~" + digest
+
+
 def _temp_pattern(target: Path) -> str:
-    return "." + re.sub(r"([*?\[])", r"[\1]", target.name) + ".*.tmp"
+    return "." + re.sub(r"([*?\[])", r"[\1]", _temp_stem(target)) + ".*.tmp"
+
+
+def _held_by_a_writer(tmp: Path) -> bool | None:
+    """Whether a live writer holds ``tmp``'s lock (None: this platform has no ``flock``)."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return None
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+    except OSError:
+        return True  # gone already, or not ours to open: leave it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the lock, if it was taken
 
 
 def remove_stale_temps(target: Path) -> list[Path]:
-    """Delete the temporary files that killed saves to ``target`` on this machine left behind
-    (their writer's PID is no longer alive); return them. A file from another machine, from a
-    live writer or with a name this library did not give is never touched."""
+    """Delete the temporary files that killed saves to ``target`` on this machine left behind;
+    return them. A file is stale only when its writer's PID is not alive here *and* no process
+    holds its lock (a writer holds it from creation to rename, so a live writer in another PID
+    namespace is safe too). A file from another machine or with a name this library did not
+    give is never touched."""
     removed = []
+    stem = _temp_stem(target)
+    ours = re.compile(rf"\.{re.escape(stem)}\.{HOST_TAG}-(\d+)-[0-9a-f]+\.tmp")
     for tmp in target.parent.glob(_temp_pattern(target)):
-        host, _, rest = tmp.name[len(target.name) + 2:].partition("-")
-        pid = rest.split("-", 1)[0]
-        if host != HOST_TAG or not pid.isdigit() or int(pid) == os.getpid():
+        match = ours.fullmatch(tmp.name)  # exactly this target's, written on this machine
+        pid = match.group(1) if match else ""
+        if not pid or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
+            continue  # alive
         except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):  # alive, owned by someone else; or no PID
+            continue
+        if _held_by_a_writer(tmp) is False:
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed.append(tmp)
                 log.info("compile_ckpt: removed %s, left by a save that was killed", tmp)
-        except PermissionError:  # alive, owned by someone else
-            continue
     return removed
 
 
-def _create_temp(target: Path) -> Path:
+def _create_temp(target: Path) -> tuple[Path, int]:
     """A new, empty file beside ``target``, created as ``open()`` creates one (so the umask
-    and any default ACL apply), named after this machine, this process and a random token."""
+    and any default ACL apply), named after this machine, this process and a random token, and
+    locked (the lock tells other saves its writer is alive). Returns it and the locked fd."""
+    stem = _temp_stem(target)
     for _ in range(100):
-        token = f"{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp = target.with_name(f".{target.name}.{token}.tmp")
+        token = f"{HOST_TAG}-{os.getpid()}-{secrets.token_hex(8)}"
+        tmp = target.with_name(f".{stem}.{token}.tmp")
         try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             continue
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        return tmp, fd
     raise FileExistsError(f"no free temporary name beside {target}")
 
 
@@ -94,41 +150,52 @@ def atomic_write(path: PathLike, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)``, then move the file onto ``path`` in one step; return ``path``.
 
     Raises :class:`CheckpointWriteError` when the path is not a regular file or the write
-    fails (a full disk), after removing the temporary file; the old file is unchanged.
+    fails (a full disk, whatever the writer raises for it), after removing the temporary file;
+    a :class:`CheckpointError` from ``write`` passes through. The old file is unchanged.
     """
     path = Path(path)
-    target, st = _target_of(path)
     try:
+        target, st = _target_of(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(target)
-        tmp = _create_temp(target)
+        tmp, lock = _create_temp(target)
+    except CheckpointError:
+        raise
     except OSError as exc:
         raise CheckpointWriteError(f"cannot be written ({exc.strerror or exc}); nothing changed",
                                    path) from exc
     try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        if st is not None:
-            os.chmod(tmp, stat.S_IMODE(st.st_mode))
-            if os.geteuid() == 0:
-                os.chown(tmp, st.st_uid, st.st_gid)
-        os.replace(tmp, target)
-    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        _write_and_replace(write, tmp, target, st)
+    except CheckpointError:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, CheckpointError):
-            raise
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch (RuntimeError), safetensors (its own) on a full disk
+        tmp.unlink(missing_ok=True)
         free = shutil.disk_usage(target.parent).free
         why = (exc.strerror if isinstance(exc, OSError) and exc.strerror
-               else str(exc).splitlines()[0][:200])
+               else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
         raise CheckpointWriteError(f"could not be written ({why}; {free:,} bytes free on its "
                                    "device); the previous file, if any, is unchanged",
                                    path) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(lock)
     _fsync_folder(target.parent)
     return path
+
+
+def _write_and_replace(write: Callable[[Path], None], tmp: Path, target: Path,
+                       st: os.stat_result | None) -> None:
+    write(tmp)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    if st is not None:
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, target)
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -24,7 +24,7 @@ import torch
 
 from .atomic import atomic_write
 from .errors import CheckpointError, UnsupportedContentError
-from .formats import read_checkpoint
+from .formats import read_checkpoint, verify_checkpoint
 from .integrity import content_digest
 from .keys import WRAPPER_SEGMENTS, Rename, clean_state_dict, describe_renames
 from .layout import (
@@ -215,6 +215,7 @@ def _cmd_clean(args: argparse.Namespace) -> int:
     obj = read_checkpoint(args.path)
     if not locate_state_dicts(obj):
         raise CheckpointError("holds no state dict to clean", args.path)
+    verify_checkpoint(obj, args.path)  # a damaged file is refused, never re-signed
     cleaned, found = _clean_all(obj)
     write, holds = _plan_write(args, cleaned) if args.out is not None else (None, "")
     if write is not None and not args.dry_run:
@@ -319,3 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("compile-ckpt: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; a bug of ours
+        print(f"compile-ckpt: unexpected {type(exc).__name__}: {_one_line(str(exc))} (please "
+              "report this with the command that caused it)", file=sys.stderr)
+        return EXIT_PROBLEM

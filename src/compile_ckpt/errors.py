@@ -26,6 +26,11 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
     """The path does not exist, or is a directory rather than a checkpoint file."""
 
 
+class CheckpointReadError(CheckpointError, OSError):
+    """The file exists but cannot be opened or read (permissions, a symlink loop, an I/O error):
+    the file itself may be fine, so it is never called corrupt."""
+
+
 class CorruptCheckpointError(CheckpointError):
     """The file is empty, truncated or not a checkpoint at all."""
 

@@ -17,13 +17,42 @@ from .errors import ChecksumMismatchError
 
 
 def tensor_checksum(t: torch.Tensor) -> str:
-    """SHA-256 of a tensor's bytes (dtype and shape are part of what is hashed)."""
-    t = t.detach().cpu().contiguous()
-    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    n = t.numel() * t.element_size()
-    if n:  # a zero-copy view of the tensor's memory: no numpy needed
-        h.update(memoryview((ctypes.c_char * n).from_address(t.data_ptr())))
+    """SHA-256 of a tensor's values (dtype and shape are part of what is hashed; a sparse
+    tensor's layout, indices and values, a quantized one's scheme, scales and integers)."""
+    t = t.detach()
+    head = f"{t.dtype}{tuple(t.shape)}"
+    parts = [t]
+    if t.layout != torch.strided:
+        head += str(t.layout)
+        parts = _sparse_parts(t)
+    elif t.is_quantized:
+        qscheme = t.qscheme()
+        if qscheme in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+            head += f"{qscheme}{t.q_scale()!r}{t.q_zero_point()}"
+            parts = [t.int_repr()]
+        else:
+            head += f"{qscheme}{t.q_per_channel_axis()}"
+            parts = [t.int_repr(), t.q_per_channel_scales(), t.q_per_channel_zero_points()]
+    h = hashlib.sha256(head.encode())
+    for part in parts:
+        _update(h, part)
     return h.hexdigest()
+
+
+def _sparse_parts(t: torch.Tensor) -> list[torch.Tensor]:
+    if t.layout == torch.sparse_coo:
+        return [t._indices(), t._values()]
+    if t.layout in (torch.sparse_csr, torch.sparse_bsr):
+        return [t.crow_indices(), t.col_indices(), t.values()]
+    return [t.ccol_indices(), t.row_indices(), t.values()]
+
+
+def _update(h: Any, t: torch.Tensor) -> None:
+    """Feed a strided tensor's values to ``h``: a zero-copy view of its memory (no numpy)."""
+    t = t.cpu().resolve_conj().resolve_neg().contiguous()
+    n = t.numel() * t.element_size()
+    if n:
+        h.update(memoryview((ctypes.c_char * n).from_address(t.data_ptr())))
 
 
 def content_digest(obj: Any, known: Mapping[int, str] | None = None) -> str:

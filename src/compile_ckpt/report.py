@@ -29,6 +29,8 @@ class LoadReport:
     shape_mismatches: list[ShapeMismatch] = dataclasses.field(default_factory=list)
     non_tensors: list[str] = dataclasses.field(default_factory=list)
     dtype_casts: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
+    #: Casts that would change the kind of value (complex into float, float into int): refused.
+    uncastable: list[tuple[str, str, str]] = dataclasses.field(default_factory=list)
     optimizer_loaded: bool = False
     scheduler_loaded: bool = False
     #: The file's metadata; a tensor in it is described (``"tensor float32 [3]"``), not held.
@@ -51,7 +53,8 @@ class LoadReport:
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shape_mismatches or self.non_tensors)
+        return not (self.missing or self.unexpected or self.shape_mismatches or self.non_tensors
+                    or self.uncastable)
 
     def __str__(self) -> str:
         into = f" into {self.target}" if self.target else ""
@@ -63,6 +66,8 @@ class LoadReport:
             parts.append(f"{len(self.missing)} missing, {len(self.unexpected)} unexpected")
         if self.shape_mismatches:
             parts.append(f"{len(self.shape_mismatches)} shape mismatches skipped")
+        if self.uncastable:
+            parts.append(f"{len(self.uncastable)} tensors of an incompatible dtype skipped")
         if self.skipped:
             n = len(self.skipped)
             parts.append(f"left {n} key{'s' if n != 1 else ''} outside the prefix")
@@ -124,6 +129,9 @@ def likely_cause(report: LoadReport) -> str:
         return "another architecture: the checkpoint and the model name different layers"
     if report.shape_mismatches:
         return "another architecture or configuration: same layer names, different sizes"
+    if report.uncastable:
+        return ("tensors whose values cannot be cast to the model's dtype without changing "
+                "their kind (complex into real, floating point into integer)")
     if report.non_tensors:
         return "values that are not tensors where the model has tensors (a damaged or edited file)"
     if missing and not unexpected:
@@ -137,7 +145,8 @@ def mismatch_message(report: LoadReport) -> str:
     """Why a strict load refused, by module, with the likely cause."""
     lines = [f"checkpoint does not fit {report.target} ({len(report.missing)} missing, "
              f"{len(report.unexpected)} unexpected, {len(report.shape_mismatches)} shape "
-             f"mismatches, {len(report.non_tensors)} non-tensor values); nothing was loaded"]
+             f"mismatches, {len(report.non_tensors)} non-tensor values, "
+             f"{len(report.uncastable)} incompatible dtypes); nothing was loaded"]
     if report.renames:
         lines.append(f"  wrapper prefixes were already reconciled: {report}")
     if report.missing:
@@ -151,5 +160,8 @@ def mismatch_message(report: LoadReport) -> str:
             lines.append(f"    ... and {len(report.shape_mismatches) - 10} more")
     if report.non_tensors:
         lines.append(f"  Not tensors: {', '.join(report.non_tensors[:10])}")
+    if report.uncastable:
+        lines.append("  Incompatible dtypes (key: checkpoint -> model):")
+        lines += [f"    {k}: {a} -> {b}" for k, a, b in report.uncastable[:10]]
     lines.append(f"  Likely cause: {likely_cause(report)}")
     return "\n".join(lines)

@@ -34,7 +34,10 @@ def clean_model_state(model: nn.Module | Mapping[str, Any], path: PathLike | Non
                 state[name] = v
     except KeyCollisionError as exc:
         raise CheckpointCollisionError(str(exc), path) from None
-    return {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+    # A conjugate or negative view is stored as the values it shows (safetensors would write
+    # the memory under it); a tensor without such a bit is not copied.
+    return {k: v.detach().resolve_conj().resolve_neg() if isinstance(v, torch.Tensor) else v
+            for k, v in state.items()}
 
 
 def save_checkpoint(path: PathLike, model: nn.Module | Mapping[str, Any], *,
