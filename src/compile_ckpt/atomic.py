@@ -141,7 +141,8 @@ def _create_temp(target: Path) -> tuple[Path, int]:
         except FileExistsError:
             continue
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            with contextlib.suppress(OSError):  # a filesystem without locks: then no other
+                fcntl.flock(fd, fcntl.LOCK_EX)  # save can take the lock, so none deletes it
         return tmp, fd
     raise FileExistsError(f"no free temporary name beside {target}")
 

@@ -97,7 +97,7 @@ def first_unloadable(obj: Any, where: str = "") -> str | None:
     items = (obj.items() if isinstance(obj, Mapping)
              else enumerate(obj) if isinstance(obj, (list, tuple, set)) else ())
     for k, v in items:
-        found = first_unloadable(v, f"{where}[{k!r}]" if where else repr(k))
+        found = first_unloadable(v, f"{where}[{k!r}]" if where else str(k))
         if found:
             return found
     return None
@@ -111,10 +111,12 @@ def _save_readable(payload: Mapping[str, Any], tmp: Path, path: Path) -> None:
         torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - torch's unpickling errors have several types
         where = first_unloadable(payload) or "its content"
-        first = str(exc).splitlines()[0][:160]
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message has terminal bold
+        needs = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
+        why = (f"it needs {', '.join(needs)}" if needs
+               else f"{type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}")
         raise UnsupportedContentError(f"{where} cannot be loaded back with weights_only=True "
-                                      f"({type(exc).__name__}: {first}); nothing was written",
-                                      path) from None
+                                      f"({why}); nothing was written", path) from None
 
 
 @functools.cache
