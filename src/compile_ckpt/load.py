@@ -98,13 +98,26 @@ def _check_ties(target: Mapping[str, Any], renamed: Mapping[str, Any], model: nn
         values = [renamed[k] for k in keys]
         if len(keys) < 2 or not all(isinstance(v, torch.Tensor) for v in values):
             continue
-        first = tensor_checksum(values[0])
-        for k, v in zip(keys[1:], values[1:], strict=True):
-            if v is not values[0] and tensor_checksum(v) != first:
+        others = [(k, v) for k, v in zip(keys[1:], values[1:], strict=True)
+                  if not _same_memory(v, values[0])]  # a tied model's own state_dict: free
+        first = tensor_checksum(values[0]) if others else ""
+        for k, v in others:
+            if tensor_checksum(v) != first:
                 raise CheckpointCollisionError(
                     f"keys {keys[0]!r} and {k!r} hold different values, but in "
                     f"{type(unwrap_model(model)).__name__} they are one parameter (tied); "
                     "refusing to let one overwrite the other. Nothing was loaded", origin)
+
+
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two tensors are one view of one memory (then their values are equal)."""
+    if a is b:
+        return True
+    if a.layout != torch.strided or b.layout != torch.strided:
+        return False
+    return ((a.device, a.dtype, a.shape, a.stride(), a.storage_offset())
+            == (b.device, b.dtype, b.shape, b.stride(), b.storage_offset())
+            and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr())
 
 
 def _missing_unless_tied(target: Mapping[str, Any], renamed: Mapping[str, Any]
