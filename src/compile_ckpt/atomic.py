@@ -42,11 +42,8 @@ def _target_of(path: Path) -> tuple[Path, os.stat_result | None]:
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
         st = os.stat(target)
-    except FileNotFoundError:
+    except FileNotFoundError:  # other OSErrors (a symlink loop, ...): atomic_write names them
         return target, None
-    except OSError as exc:  # a symlink loop, a file where a folder should be, no permission
-        raise CheckpointWriteError(f"cannot be written ({exc.strerror or exc}); nothing changed",
-                                   path) from exc
     if not stat.S_ISREG(st.st_mode):
         mode = st.st_mode
         kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)

@@ -103,6 +103,11 @@ def first_unloadable(obj: Any, where: str = "") -> str | None:
     return None
 
 
+def globals_named(message: str) -> list[str]:
+    """The globals a ``weights_only`` error message says it refused, in order, once each."""
+    return list(dict.fromkeys(re.findall(r"GLOBAL ([\w.]+)", message)))
+
+
 def _save_readable(payload: Mapping[str, Any], tmp: Path, path: Path) -> None:
     """``torch.save`` to ``tmp``, then read it back as a load will (``weights_only=True``,
     memory-mapped, so no tensor is copied): what its own load would refuse is never saved."""
@@ -111,10 +116,10 @@ def _save_readable(payload: Mapping[str, Any], tmp: Path, path: Path) -> None:
         torch.load(tmp, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # noqa: BLE001 - torch's unpickling errors have several types
         where = first_unloadable(payload) or "its content"
+        needs = globals_named(str(exc))
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message has terminal bold
-        needs = sorted(set(re.findall(r"GLOBAL ([\w.]+)", text)))
-        why = (f"it needs {', '.join(needs)}" if needs
-               else f"{type(exc).__name__}: {text.splitlines()[0][:160] if text else ''}")
+        text = text.splitlines()[0][:160] if text else ""
+        why = f"it needs {', '.join(needs)}" if needs else f"{type(exc).__name__}: {text}"
         raise UnsupportedContentError(f"{where} cannot be loaded back with weights_only=True "
                                       f"({why}); nothing was written", path) from None
 
@@ -291,7 +296,7 @@ def _load_error(exc: Exception, path: Path, fh: BinaryIO) -> CheckpointError:
             fh.seek(0)
             names = torch.serialization.get_unsafe_globals_in_checkpoint(fh)
         except Exception:  # noqa: BLE001
-            names = re.findall(r"GLOBAL ([\w.]+)", text)
+            names = globals_named(text)
         return UnsafeCheckpointError(
             "needs Python globals that weights_only=True refuses to import: "
             f"{', '.join(names) or 'unknown globals'}. Nothing was executed. If you trust where "

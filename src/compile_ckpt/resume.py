@@ -7,7 +7,7 @@ The checks follow torch's own rules, never a stricter guess: every optimizer in
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -44,7 +44,7 @@ def _groups_after_load(saved: list[Mapping[str, Any]], optimizer: torch.optim.Op
     return shadow.param_groups
 
 
-def _check_structure(saved: Any, refuse: Any) -> None:
+def _check_structure(saved: Any, refuse: Callable[[str], CheckpointMismatchError]) -> None:
     if not (isinstance(saved, Mapping) and isinstance(saved.get("param_groups"), list)
             and isinstance(saved.get("state"), Mapping)):
         raise refuse("optimizer state has no 'param_groups' list and 'state' dict")
