@@ -62,7 +62,7 @@ lab: $(STAMP)
 gpu-bench:
 	bash scripts/gpu_benchmark.sh "" $(GPU_ARGS)
 
-## memory-bench: peak RSS of naive vs low-memory loading of a >=1 GB compiled checkpoint, and checksum cost
+## memory-bench: peak RSS of naive vs low-memory loading of a >=1 GB compiled checkpoint; what save/load add
 memory-bench: $(STAMP)
 	$(PY) benchmarks/load_memory.py
 

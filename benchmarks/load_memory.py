@@ -9,8 +9,9 @@ Writes a checkpoint of a model saved the seed's way (``torch.compile``d, so ever
 
 runs one forward pass and reports peak RSS and wall time, and their ratios. Goal: peak RSS
 at most 1.25 x the checkpoint size for the low-memory way (the naive way needs about 2.2 x).
-Then the cost of checksums on the same model: ``save_checkpoint`` with and without them, and
-``load_checkpoint`` verifying or not, interleaved, medians and spread of 3 repeats.
+Then what the library adds on the same model: ``save_checkpoint`` (an atomic write: fsync and
+rename) against plain ``torch.save``, and ``load_checkpoint`` (every check first) against
+``torch.load`` + ``load_state_dict``; interleaved, medians and spread of 3 repeats.
 
     python benchmarks/load_memory.py [--size-gb 1.5] [--dir DIR]
 """
@@ -84,7 +85,7 @@ def child(way: str, path: str, n_layers: int) -> None:
             model.load_state_dict(state)
             del state
         else:
-            model, _ = from_checkpoint(path, lambda: build(n_layers))
+            model = from_checkpoint(path, lambda: build(n_layers))
         load_s = time.perf_counter() - t0
         with torch.no_grad():
             out = model(torch.ones(1, WIDTH))
@@ -166,53 +167,42 @@ def main() -> int:
     print(f"(peak RSS includes the Python + torch baseline of {lo['base_rss'] / 2**20:.0f} MiB)")
     goal = lo["peak_rss"] / size <= 1.25
     print(f"goal peak RSS <= 1.25 x checkpoint for low-memory: {'met' if goal else 'NOT met'}")
-    checksum_cost(tmp, n_layers, size)
+    library_cost(tmp, n_layers, size)
     if args.dir is None:
         shutil.rmtree(tmp)
     return 0 if goal else 1
 
 
-def checksum_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None:
-    """Seconds to hash the model, to save it with plain ``torch.save`` and with
-    ``save_checkpoint`` without and with SHA-256 checksums (which also fsyncs, moves the file
-    into place and reads it back as a load will: ``read-back`` times that read alone), and to
-    load it verifying them or not; interleaved repeats, medians with [min-max]. A difference
-    whose ranges overlap is reported as none (saving is dominated by the disk's noise)."""
+def library_cost(tmp: Path, n_layers: int, size: int, repeats: int = 3) -> None:
+    """Seconds to save with plain ``torch.save`` and with ``save_checkpoint`` (atomic: a
+    temporary file, fsync, rename), and to load with ``torch.load`` + ``load_state_dict`` and
+    with ``load_checkpoint`` (keys matched and every value checked first); interleaved repeats,
+    medians with [min-max]. A difference whose ranges overlap is reported as none."""
     from compile_ckpt import load_checkpoint, save_checkpoint
-    from compile_ckpt.integrity import tensor_checksum
 
     model, target = build(n_layers), build(n_layers)
-    times: dict[str, list[float]] = {
-        k: [] for k in ("hash", "torch.save", "read-back", "save", "save+sha256", "load",
-                        "load+verify")
-    }
+    times: dict[str, list[float]] = {k: [] for k in ("torch.save", "save_checkpoint",
+                                                     "torch.load+load_state_dict",
+                                                     "load_checkpoint")}
     for _ in range(repeats):  # interleaved, so the page cache and the clock treat all alike
         t0 = time.perf_counter()
-        for v in model.state_dict().values():
-            tensor_checksum(v)
-        times["hash"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        torch.save(model.state_dict(), tmp / "plain.pt")
+        torch.save({"model_state_dict": model.state_dict()}, tmp / "plain.pt")
         times["torch.save"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()  # what save_checkpoint adds to check that a load can read it
-        torch.load(tmp / "plain.pt", map_location="cpu", weights_only=True, mmap=True)
-        times["read-back"].append(time.perf_counter() - t0)
-        for name, sums in (("save", False), ("save+sha256", True)):
-            t0 = time.perf_counter()
-            save_checkpoint(tmp / f"{name}.pt", model, checksums=sums)
-            times[name].append(time.perf_counter() - t0)
-        for name, verify in (("load", False), ("load+verify", True)):
-            t0 = time.perf_counter()
-            load_checkpoint(tmp / "save+sha256.pt", target, verify=verify)
-            times[name].append(time.perf_counter() - t0)
-    print(
-        f"\nchecksums on a {size / 2**30:.2f} GiB model ({repeats} interleaved repeats, "
-        "median [min-max] s):"
-    )
+        t0 = time.perf_counter()
+        save_checkpoint(tmp / "library.pt", model)
+        times["save_checkpoint"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        target.load_state_dict(torch.load(tmp / "plain.pt", weights_only=True)["model_state_dict"])
+        times["torch.load+load_state_dict"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        load_checkpoint(tmp / "library.pt", target)
+        times["load_checkpoint"].append(time.perf_counter() - t0)
+    print(f"\nsave and load of a {size / 2**30:.2f} GiB model ({repeats} interleaved repeats, "
+          "median [min-max] s):")
     for name, ts in times.items():
-        print(f"  {name:12s} {statistics.median(ts):6.2f} [{min(ts):.2f}-{max(ts):.2f}]")
-    print(f"  hashing: {size / 2**30 / statistics.median(times['hash']):.2f} GiB/s")
-    for a, b in (("torch.save", "save"), ("save", "save+sha256"), ("load", "load+verify")):
+        print(f"  {name:27s} {statistics.median(ts):6.2f} [{min(ts):.2f}-{max(ts):.2f}]")
+    for a, b in (("torch.save", "save_checkpoint"), ("torch.load+load_state_dict",
+                                                     "load_checkpoint")):
         if min(times[b]) <= max(times[a]) and min(times[a]) <= max(times[b]):
             print(f"  {b} vs {a}: the ranges overlap; no difference measurable beyond the noise")
         else:

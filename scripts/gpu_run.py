@@ -68,8 +68,7 @@ def _routes(workload: str, profile: str, folder: Path, device: str, left: float)
     cmd = [
         sys.executable,
         "-m",
-        "compile_ckpt",
-        "bench",
+        "compile_ckpt.workshop.bench",
         "--workload",
         workload,
         "--profile",

@@ -9,7 +9,7 @@ set -uo pipefail
 PIP_ARGS=${PIP_ARGS:-}
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
-TESTS=(tests/test_checkpoint.py tests/test_safety.py tests/test_properties.py tests/test_cli.py
+TESTS=(tests/test_checkpoint.py tests/test_common_files.py tests/test_safety.py tests/test_properties.py tests/test_cli.py
        tests/test_hardening.py)
 versions=("$@")
 if [ ${#versions[@]} -eq 0 ]; then

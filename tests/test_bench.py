@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pandas as pd
 import pytest
 import torch
@@ -169,3 +173,28 @@ def test_nvidia_smi_missing_or_hanging_is_said_not_raised(monkeypatch):
 
     monkeypatch.setattr(results.subprocess, "run", hangs)
     assert results._nvidia_smi() == "nvidia-smi failed: TimeoutExpired"
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "compile_ckpt.workshop.bench", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_the_bench_command_in_process_cut_short_and_refusing_bad_options(tmp_path):
+    ok = _bench("--workload", "seed", "--profile", "cpu-smoke", "--device", "cpu",
+                "--out", str(tmp_path / "b"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "default" in ok.stdout and "95% interval" in ok.stdout
+    assert (tmp_path / "b" / "bench.csv").exists()
+    short = _bench("--workload", "gpt", "--profile", "cpu-smoke", "--cold-warm", "--budget-s", "1",
+                   "--out", str(tmp_path / "c"))
+    assert short.returncode == 1 and "incomplete: cold route stopped after" in short.stderr
+    assert json.loads((tmp_path / "c" / "bench.json").read_text())["environment"][
+        "complete"] is False
+    bad = _bench("--profile", "huge", "--out", str(tmp_path / "d"))
+    assert bad.returncode == 2 and "cpu-smoke" in bad.stderr and "Traceback" not in bad.stderr
+    if not torch.cuda.is_available():
+        gpu = _bench("--device", "cuda", "--out", str(tmp_path / "d"))
+        assert gpu.returncode == 2 and "no CUDA GPU" in gpu.stderr
+        assert len(gpu.stderr.strip().splitlines()) == 1

@@ -73,7 +73,7 @@ def test_natural_answers_pass():
         from compile_ckpt import save_checkpoint
 
         save_checkpoint(
-            path, model, optimizer=optimizer, scheduler=scheduler, metadata={"epoch": epoch}
+            path, model, optimizer=optimizer, scheduler=scheduler, extra={"epoch": epoch}
         )
 
     for names in (

@@ -1,29 +1,26 @@
-"""The library under attack (issue 23): a read is one snapshot; verification survives every
-tool; all or nothing, with every check before the first write; what is written can be read
-back; every failure a named error; temporary files that no other writer's file is taken for."""
+"""The library under attack: loads racing saves see whole files; all or nothing, with every
+check before the first write; what is written reads back with a safe load, or is refused before
+writing; every failure a named error."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
 import threading
-import zipfile
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import torch as safetensors_torch
 from torch import nn
 
-import compile_ckpt.snapshot
+import compile_ckpt.formats
 from compile_ckpt import (
     CheckpointCollisionError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
     CheckpointReadError,
     CheckpointWriteError,
-    ChecksumMismatchError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
     UnsupportedContentError,
@@ -60,58 +57,23 @@ def _filled(value: float) -> nn.Module:
     return m
 
 
-# ------------------------------------------------------------------ 1. one snapshot
+# ------------------------------------------------------- 1. loads racing real saves
 def _writer(path: Path, step: int) -> None:
-    save_checkpoint(path, _filled(float(step)), metadata={"step": step})
+    save_checkpoint(path, _filled(float(step)))
 
 
-def _consistent(report, model: nn.Module) -> bool:
-    return all(bool((p == report.metadata["step"]).all()) for p in model.parameters())
-
-
-@pytest.mark.parametrize("fd_names", [True, False], ids=["fd name", "path re-checked"])
-@pytest.mark.parametrize("how", [".pt", ".pt mmap", ".safetensors"])
-def test_a_file_replaced_mid_load_gives_one_whole_checkpoint(tmp_path, monkeypatch, how,
-                                                             fd_names):
-    """The new file is moved into place while the old one is being read, at the moment that
-    mixed them before (after the header was read, before the tensor data was mapped)."""
-    path = tmp_path / f"c{how.split()[0]}"
-    _writer(path, 1)
-    _writer(tmp_path / f"new{path.suffix}", 2)
-    if not fd_names:  # the portable path: no /proc/self/fd, the path is checked after the read
-        monkeypatch.setattr(compile_ckpt.snapshot, "_fd_name", lambda fh, st: None)
-    replaced = []
-
-    def replace_first() -> None:
-        if not replaced:
-            replaced.append(True)
-            os.replace(tmp_path / f"new{path.suffix}", path)
-
-    real_from_file, real_load = torch.UntypedStorage.from_file, torch.load
-
-    def from_file(*a, **k):
-        replace_first()
-        return real_from_file(*a, **k)
-
-    def load(f, *a, **k):
-        replace_first()
-        return real_load(f, *a, **k)
-
-    if how == ".pt":  # read through the handle: replaced as torch starts reading
-        monkeypatch.setattr(torch, "load", load)
-    else:  # torch's memory map and safetensors open the file again, by name, for the data
-        monkeypatch.setattr(torch.UntypedStorage, "from_file", from_file)
-    model = _filled(0.0)
-    report = load_checkpoint(path, model, mmap=how.endswith("mmap"))
-    assert replaced and report.checksums_verified and _consistent(report, model)
-    # With an fd name the read is the old file; without one it is read again: the new one.
-    assert report.metadata["step"] == (1 if fd_names else 2)
+def _step_of(model: nn.Module) -> float | None:
+    """The step whose file the model holds: every weight equal to it, else None (a mix)."""
+    values = {float(v) for p in model.parameters() for v in p.flatten().tolist()}
+    return values.pop() if len(values) == 1 else None
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_loads_racing_real_saves_are_always_whole(tmp_path, suffix):
-    """A thread saves step after step onto the path while the loads run: every load is one of
-    the files, checked by its checksum, and never a false "damaged"."""
+    """A thread saves step after step onto the path while the loads run: every load is one
+    whole file (its weights are its own step's), never a mix and never a false "damaged". (Not
+    with mmap=True: torch opens the file again, by name, to map it, so a file replaced between
+    the two opens mixes, with plain torch.load(mmap=True) as here; docs/library.md says so.)"""
     path = tmp_path / f"c{suffix}"
     _writer(path, 0)
     stop = threading.Event()
@@ -126,47 +88,15 @@ def test_loads_racing_real_saves_are_always_whole(tmp_path, suffix):
     thread.start()
     try:
         seen = set()
-        for i in range(40):
-            if suffix == ".pt" and i % 2:
-                model, report = from_checkpoint(path, lambda: _filled(0.0))
-            else:
-                model = _filled(-1.0)
-                report = load_checkpoint(path, model)
-            assert report.checksums_verified and _consistent(report, model)
-            seen.add(report.metadata["step"])
+        for _ in range(40):
+            model = _filled(-1.0)
+            load_checkpoint(path, model)
+            assert (step := _step_of(model)) is not None and step >= 0
+            seen.add(step)
     finally:
         stop.set()
         thread.join()
     assert len(seen) > 1  # the file really changed under the loads
-
-
-# ------------------------------------------------------- 2. verification survives tools
-def _flip_in_tensor(path: Path) -> None:
-    """Flip one byte inside the first tensor's data (a .pt archive stores it uncompressed)."""
-    data = bytearray(path.read_bytes())
-    if path.suffix == ".pt":
-        with zipfile.ZipFile(path) as z:
-            info = next(i for i in z.infolist() if "/data/" in i.filename)
-        off = info.header_offset  # the local header's own name and extra (padding) lengths
-        start = (off + 30 + int.from_bytes(data[off + 26:off + 28], "little")
-                 + int.from_bytes(data[off + 28:off + 30], "little"))
-        data[start + 1] ^= 0x40
-    else:
-        data[-5] ^= 0x40  # the last tensor's bytes end the file
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("suffix", FORMATS)
-def test_clean_refuses_a_damaged_file_and_writes_nothing(tmp_path, capsys, suffix):
-    src = save_checkpoint(tmp_path / f"c{suffix}", nn.Linear(8, 8), metadata={"epoch": 3})
-    _flip_in_tensor(src)
-    out = tmp_path / "out.pt"
-    assert main(["clean", str(src), str(out)]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("compile-ckpt: ChecksumMismatchError:") and "\n" not in err
-    assert not out.exists()
-    with pytest.raises(ChecksumMismatchError):  # and the library itself agrees
-        load_checkpoint(src, nn.Linear(8, 8))
 
 
 def test_tied_keys_with_different_values_are_an_error(tmp_path):
@@ -289,8 +219,8 @@ def test_extra_state_and_ties_under_a_checkpoint_wrapper(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", src)
     dst = build()
     assert load_checkpoint(path, dst).ok and dst[0].mode == "bf16"
-    model, report = from_checkpoint(path, build)
-    assert report.ok and model[0].mode == "bf16" and model[1].head.weight is model[1].emb.weight
+    model = from_checkpoint(path, build)
+    assert model[0].mode == "bf16" and model[1].head.weight is model[1].emb.weight
     assert not any(p.is_meta for p in model.parameters())
 
 
@@ -393,17 +323,13 @@ def test_every_torch_optimizer_round_trips_and_resumes_exactly(tmp_path, name):
 
 
 # ------------------------------------------------------ 4. what is written reads back
-def test_metadata_comes_back_exactly_or_is_refused_at_save(tmp_path):
-    meta = {0: 1.5, "pair": (1, 2), "nested": {True: [None, "x"]}}
-    path = save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 2), metadata=meta)
-    back = read_checkpoint(path)["metadata"]
-    report = load_checkpoint(path, nn.Linear(2, 2)).metadata
-    for got in (back, report):
-        assert {k: got[k] for k in meta} == meta and isinstance(got["pair"], tuple)
-    for bad, why in [({0: 1.5}, "key 0, a int"), ({"pair": (1, 2)}, "tuple")]:
-        with pytest.raises(UnsupportedContentError, match=why):
-            save_checkpoint(tmp_path / "c.safetensors", nn.Linear(2, 2), metadata=bad)
-    assert not (tmp_path / "c.safetensors").exists()
+def test_extra_comes_back_exactly_and_the_report_describes_it(tmp_path):
+    extra = {"epoch": 3, 0: 1.5, "pair": (1, 2), "nested": {True: [None, "x"]}}
+    path = save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 2), extra=extra)
+    back = torch.load(path, weights_only=True)  # plain torch: every key and kind as saved
+    assert {k: back[k] for k in extra} == extra and isinstance(back["pair"], tuple)
+    report = load_checkpoint(path, nn.Linear(2, 2)).extra  # as JSON holds it
+    assert report == {"epoch": 3, "0": 1.5, "pair": (1, 2), "nested": {"True": [None, "x"]}}
 
 
 @dataclasses.dataclass
@@ -433,10 +359,10 @@ def test_extra_state_a_load_would_refuse_is_refused_at_save(tmp_path, extra):
         value = Settings()
     path = save_checkpoint(tmp_path / "c.pt", Holder({"ok": 1}))
     before = path.read_bytes()
-    needs = "numpy" if extra == "numpy" else "test_hardening.Settings"
+    needs = "numpy.ndarray" if extra == "numpy" else "test_hardening.Settings"
     with pytest.raises(UnsupportedContentError,
-                       match=rf"model_state_dict\['_extra_state'\].*cannot be loaded back.*needs "
-                             rf"{needs}"):
+                       match=rf"\['model_state_dict'\]\['_extra_state'\] is a {needs}, which "
+                             r"torch.load\(weights_only=True\) refuses"):
         save_checkpoint(path, Holder(value))
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
@@ -450,7 +376,7 @@ DTYPES = sorted({d for d in vars(torch).values() if isinstance(d, torch.dtype)},
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
-def test_every_dtype_is_kept_bit_for_bit_or_refused_by_name(tmp_path, suffix):
+def test_every_dtype_is_kept_bit_for_bit_or_refused_as_the_format_refuses_it(tmp_path, suffix):
     kept, refused = [], []
     for dtype in DTYPES:
         try:  # random bytes, viewed as that dtype (NaNs and odd patterns included)
@@ -459,27 +385,30 @@ def test_every_dtype_is_kept_bit_for_bit_or_refused_by_name(tmp_path, suffix):
             continue  # torch itself cannot hold such a tensor in memory
         try:
             path = save_checkpoint(tmp_path / f"{str(dtype)[6:]}{suffix}", {"x": x})
-        except UnsupportedContentError as exc:
-            assert str(dtype).removeprefix("torch.") in str(exc)
+        except (UnsupportedContentError, CheckpointWriteError) as exc:
+            assert str(tmp_path) in str(exc)
             refused.append(dtype)
             continue
-        back = read_checkpoint(path)["model_state_dict"]["x"]
+        back = read_checkpoint(path)
+        back = back["x"] if suffix == ".safetensors" else back["model_state_dict"]["x"]
         assert back.dtype == dtype and _bytes(back) == _bytes(x), dtype
         kept.append(dtype)
     assert torch.float32 in kept and torch.bfloat16 in kept
-    if suffix == ".pt":  # only what torch.save itself cannot write
-        for dtype in refused:
-            with pytest.raises(Exception):  # noqa: B017, PT011 - torch raises several types
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    for dtype in refused:  # only what the format itself refuses
+        with pytest.raises(Exception):  # noqa: B017, PT011 - torch and safetensors raise several
+            if suffix == ".pt":
                 torch.save({"x": torch.zeros(2, dtype=dtype)}, tmp_path / "plain.pt")
-    else:
-        assert torch.complex128 in refused
+            else:
+                safetensors_torch.save({"x": torch.zeros(2, dtype=dtype)})
 
 
 @pytest.mark.parametrize("suffix", FORMATS)
 def test_conjugate_and_negative_views_are_stored_as_the_values_they_show(tmp_path, suffix):
     z = torch.tensor([1 + 2j, 3 - 1j])
     state = {"conj": z.conj(), "neg": torch.tensor([1.0, -2.0])._neg_view()}
-    back = read_checkpoint(save_checkpoint(tmp_path / f"c{suffix}", state))["model_state_dict"]
+    back = read_checkpoint(save_checkpoint(tmp_path / f"c{suffix}", state))
+    back = back if suffix == ".safetensors" else back["model_state_dict"]
     assert torch.equal(back["conj"], torch.tensor([1 - 2j, 3 + 1j]))
     assert torch.equal(back["neg"], torch.tensor([-1.0, 2.0]))
 
@@ -496,12 +425,12 @@ def test_a_sparse_buffer_round_trips_in_pt_and_is_refused_by_safetensors(tmp_pat
     path = save_checkpoint(tmp_path / "c.pt", src)
     dst = SparseBuffer()
     dst.mask = torch.zeros(3, 3).to_sparse()
-    assert load_checkpoint(path, dst).checksums_verified
+    assert load_checkpoint(path, dst).ok
     assert torch.equal(dst.mask.to_dense(), torch.eye(3))
-    with pytest.raises(UnsupportedContentError, match="'mask' is a sparse tensor"):
+    with pytest.raises(UnsupportedContentError, match="'mask' is a sparse or quantized tensor"):
         save_checkpoint(tmp_path / "c.safetensors", src)
     q = torch.quantize_per_tensor(torch.rand(4), 0.1, 2, torch.quint8)
-    with pytest.raises(UnsupportedContentError, match="'q' is a quantized tensor"):
+    with pytest.raises(UnsupportedContentError, match="'q' is a sparse or quantized tensor"):
         save_checkpoint(tmp_path / "q.safetensors", {"q": q, "w": torch.ones(1)})
     back = read_checkpoint(save_checkpoint(tmp_path / "q.pt", {"q": q, "w": torch.ones(1)}))
     assert torch.equal(back["model_state_dict"]["q"].int_repr(), q.int_repr())
@@ -515,7 +444,7 @@ def test_an_unreadable_file_is_never_called_corrupt(tmp_path, monkeypatch, capsy
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(compile_ckpt.snapshot, "open", denied, raising=False)
+    monkeypatch.setattr(compile_ckpt.formats, "open", denied, raising=False)
     with pytest.raises(CheckpointReadError, match="Permission denied.*may be fine") as caught:
         load_checkpoint(path, nn.Linear(2, 2))
     assert not isinstance(caught.value, CorruptCheckpointError) and str(path) in str(caught.value)
@@ -533,7 +462,7 @@ def test_paths_that_cannot_be_opened_are_named_errors(tmp_path):
     with pytest.raises(CheckpointReadError, match="symbolic links"):
         read_checkpoint(tmp_path / "loop_a")
     for bad in (tmp_path / "file" / "c.pt", tmp_path / "loop_a"):
-        with pytest.raises(CheckpointWriteError, match="nothing changed"):
+        with pytest.raises(CheckpointWriteError, match="is unchanged"):
             save_checkpoint(bad, nn.Linear(2, 2))
 
 
@@ -560,15 +489,7 @@ def test_a_full_disk_under_safetensors_is_a_write_error_in_the_library_and_cli(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pt", "out.safetensors"]
 
 
-def test_crafted_headers_and_optimizer_groups_are_named_errors(tmp_path):
-    from safetensors.torch import save_file
-
-    path = tmp_path / "c.safetensors"
-    header = {"compile_ckpt": '{"metadata": {}, "aliases": ["x"], "extra_state": {}}',
-              "compile_ckpt_version": "2", "compile_ckpt_sha256": ""}
-    save_file({"weight": torch.ones(2, 2), "bias": torch.ones(2)}, str(path), metadata=header)
-    with pytest.raises(CorruptCheckpointError, match="'aliases' of type list"):
-        load_checkpoint(path, nn.Linear(2, 2))
+def test_crafted_optimizer_groups_are_named_errors():
     model = nn.Linear(2, 2)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     for groups in ([1], [{"params": 0}], [{"params": [[0]]}]):
@@ -578,38 +499,14 @@ def test_crafted_headers_and_optimizer_groups_are_named_errors(tmp_path):
             load_checkpoint(crafted, model, optimizer=opt)
 
 
-# ------------------------------------------------------------ 6. temporary files
+# ------------------------------------------------------------ 6. long names
 def test_a_name_as_long_as_the_filesystem_allows_is_saved_atomically(tmp_path):
     torch.save({"a": 1}, tmp_path / ("m" * 255))  # NAME_MAX: torch.save writes such a name
     for suffix in (".pt", ".safetensors"):
         target = tmp_path / ("n" * (255 - len(suffix)) + suffix)
         save_checkpoint(target, nn.Linear(2, 2))
-        assert load_checkpoint(target, nn.Linear(2, 2)).checksums_verified
+        assert load_checkpoint(target, nn.Linear(2, 2)).ok
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_a_live_writers_temporary_file_is_never_taken_for_stale(tmp_path):
-    """A writer in another PID namespace (a container) has a PID that is not alive here; it
-    holds its temporary file's lock, so another save leaves the file alone."""
-    from compile_ckpt.atomic import HOST_TAG
-
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    live = tmp_path / f".c.pt.{HOST_TAG}-{dead}-0123456789abcdef.tmp"
-    live.write_bytes(b"being written")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); "
-         "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)",
-         str(live)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 2))
-        assert live.exists()
-    finally:
-        holder.kill()
-        holder.wait()
-    save_checkpoint(tmp_path / "c.pt", nn.Linear(2, 2))  # its writer is gone: now it is stale
-    assert not live.exists()
 
 
 # ------------------------------------------------------------- 7. the earlier three
@@ -620,8 +517,8 @@ def test_the_legacy_torch_save_format_is_read_safely(tmp_path):
                _use_new_zipfile_serialization=False)
     dst = nn.Linear(3, 3)
     assert load_checkpoint(path, dst).ok and torch.equal(dst.weight, model.weight)
-    built, report = from_checkpoint(path, lambda: nn.Linear(3, 3))  # memory-mapping: not possible
-    assert report.ok and torch.equal(built.weight, model.weight)
+    built = from_checkpoint(path, lambda: nn.Linear(3, 3))  # memory-mapping: not possible
+    assert torch.equal(built.weight, model.weight)
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"x": _Payload(str(marker))}, evil, _use_new_zipfile_serialization=False)
@@ -642,8 +539,8 @@ class _Payload:
 def test_from_checkpoint_keeps_ties_and_the_dtype_the_model_declares(tmp_path, suffix):
     src = Tied().to(torch.bfloat16)
     path = save_checkpoint(tmp_path / f"c{suffix}", src)
-    model, report = from_checkpoint(path, Tied)
-    assert report.ok and model.head.weight is model.emb.weight
+    model = from_checkpoint(path, Tied)
+    assert model.head.weight is model.emb.weight
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert torch.equal(model.emb.weight, src.emb.weight.float())
     assert model(torch.tensor([[1, 2]])).dtype == torch.float32

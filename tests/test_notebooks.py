@@ -110,7 +110,7 @@ def check_03(r: dict[str, Any]) -> None:
         and lib["submodule"]
         and lib["→ compiled"]
         and lib["DDP"]
-        and lib["reads _orig_mod"]
+        and not lib["reads _orig_mod"]  # it walks the registered children, as DCP does
     )
     assert dcp["DDP"] and dcp["clean keys"] and not dcp["legacy file"]
     assert hooks["clean keys"] and hooks["→ compiled"] and hooks["submodule"]

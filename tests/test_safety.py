@@ -1,5 +1,6 @@
 """Unsafe and broken files: every one gives a clear CheckpointError naming the path, a
-malicious pickle never runs, and a killed writer never leaves a torn checkpoint."""
+malicious pickle never runs, a killed writer never leaves a torn checkpoint, and damage is
+found where the formats' own readers find it."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_malicious_raw_pickle_never_runs(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"x": _Payload(str(marker))}))
-    with pytest.raises(CheckpointFormatError, match="raw pickle"):
+    with pytest.raises(CheckpointFormatError, match="a pickle that torch.save did not write"):
         read_checkpoint(path)
     assert not marker.exists()
 
@@ -117,7 +118,7 @@ _WRITER = textwrap.dedent("""
     i = 0
     while True:
         i += 1
-        save_checkpoint(path, model, metadata={"writer": seed, "i": i})
+        save_checkpoint(path, model, extra={"writer": seed, "i": i})
 """)
 
 
@@ -126,7 +127,7 @@ def test_killed_writer_never_leaves_a_torn_checkpoint(tmp_path):
     path = tmp_path / "ckpt.pt"
     script = tmp_path / "writer.py"
     script.write_text(_WRITER)
-    save_checkpoint(path, torch.nn.Linear(2, 2), metadata={"writer": -1, "i": 0})
+    save_checkpoint(path, torch.nn.Linear(2, 2), extra={"writer": -1, "i": 0})
     rng = random.Random(1)
     kills = 0
     for round_ in range(8):
@@ -138,7 +139,7 @@ def test_killed_writer_never_leaves_a_torn_checkpoint(tmp_path):
             time.sleep(rng.uniform(0.01, 0.25))
             os.kill(proc.pid, signal.SIGSTOP)  # freeze mid-write, check, continue
             obj = read_checkpoint(path)
-            assert obj["metadata"]["writer"] in (-1, *range(round_ + 1))
+            assert obj["writer"] in (-1, *range(round_ + 1))
             os.kill(proc.pid, signal.SIGCONT)
         time.sleep(rng.uniform(0.0, 0.2))
         proc.kill()
@@ -176,16 +177,14 @@ def test_what_is_not_a_regular_file_is_refused_and_left_alone(tmp_path, small_mo
     assert [p.name for p in tmp_path.iterdir()] == ["target.pt"]
 
 
-def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_model):
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_model, suffix):
     old = os.umask(0o022)
     try:
-        new = save_checkpoint(tmp_path / "new.pt", small_model())
-        assert stat.S_IMODE(new.stat().st_mode) == 0o644
+        new = save_checkpoint(tmp_path / f"new{suffix}", small_model())
         torch.save({}, tmp_path / "plain.pt")
-        # what torch.save gives
-        assert (
-            stat.S_IMODE((tmp_path / "plain.pt").stat().st_mode) == 0o644
-        )
+        assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(
+            (tmp_path / "plain.pt").stat().st_mode) == 0o644  # what torch.save gives
         os.chmod(new, 0o640)
         save_checkpoint(new, small_model(1))
         assert stat.S_IMODE(new.stat().st_mode) == 0o640
@@ -193,21 +192,14 @@ def test_modes_are_what_torch_save_gives_and_kept_on_overwrite(tmp_path, small_m
         os.umask(old)
 
 
-def test_a_killed_saves_temporary_file_is_removed_by_the_next_save(tmp_path, small_model):
-    from compile_ckpt.atomic import HOST_TAG
-
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
-    ).stdout.strip()
-    stale = tmp_path / f".c.pt.{HOST_TAG}-{dead}-abc123.tmp"
-    live = tmp_path / f".c.pt.{HOST_TAG}-{os.getppid()}-def456.tmp"  # a live writer's
-    # Written by another machine on a shared filesystem: its PID says nothing here, and the
-    # writer may be alive over there. Before the host tag, this file was deleted.
-    elsewhere = tmp_path / f".c.pt.0badc0de-{dead}-abc123.tmp"
-    for f in (stale, live, elsewhere):
+def test_a_save_deletes_no_file_it_did_not_create(tmp_path, small_model):
+    """A killed save's temporary file, or another writer's, stays: this library never guesses
+    whose a file is. Nothing reads it; deleting it is the user's call."""
+    others = [tmp_path / ".c.pt.0123456789ab.tmp", tmp_path / ".c.pt.zzz.tmp"]
+    for f in others:
         f.write_bytes(b"partial")
     save_checkpoint(tmp_path / "c.pt", small_model())
-    assert not stale.exists() and live.exists() and elsewhere.exists()
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "c.pt", *others])
 
 
 def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, small_model, monkeypatch):
@@ -222,7 +214,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, small_model,
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(CheckpointWriteError, match="could not be written.*bytes free.*unchanged"):
+    with pytest.raises(CheckpointWriteError, match="could not be written.*unchanged"):
         save_checkpoint(target, small_model(1))
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
@@ -244,7 +236,7 @@ def test_a_really_full_disk(tmp_path, small_model):
     try:
         save_checkpoint(mnt / "c.pt", torch.nn.Linear(2, 2))
         before = (mnt / "c.pt").read_bytes()
-        with pytest.raises(CheckpointWriteError, match="bytes free"):
+        with pytest.raises(CheckpointWriteError, match="could not be written"):
             save_checkpoint(mnt / "c.pt", torch.nn.Linear(300, 300))
         assert (mnt / "c.pt").read_bytes() == before and [p.name for p in mnt.iterdir()] == ["c.pt"]
     finally:
@@ -263,29 +255,18 @@ def test_an_unusable_map_location_is_not_called_corruption(tmp_path, small_model
         read_checkpoint(path, map_location="gpu0")
 
 
-def test_a_malformed_compile_ckpt_safetensors_header_is_corruption(tmp_path, small_model):
+def test_a_damaged_safetensors_header_is_corruption(tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "x.safetensors"
-    save_file(
-        {"w": torch.ones(2)},
-        str(path),
-        metadata={"compile_ckpt": "{not json", "compile_ckpt_version": "2"},
-    )
+    save_file({"w": torch.ones(4)}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[:-4])  # the header promises bytes the file does not have
     with pytest.raises(CorruptCheckpointError, match="not a readable safetensors file"):
         read_checkpoint(path)
-    save_file(
-        {"w": torch.ones(2)},
-        str(path),
-        metadata={"compile_ckpt": "[1, 2]", "compile_ckpt_version": "2"},
-    )
-    with pytest.raises(CorruptCheckpointError) as caught:
-        read_checkpoint(path)
-    # The message, not str(exc): the path (this test's own name) says "malformed" too.
-    assert "header entries are damaged" in caught.value.message
 
 
-# -------------------------------------------------------------------- checksums
+# ------------------------------------------------ damage: what the formats' readers find
 @settings(max_examples=60, deadline=None, derandomize=True)
 @given(
     flips=st.lists(
@@ -293,15 +274,12 @@ def test_a_malformed_compile_ckpt_safetensors_header_is_corruption(tmp_path, sma
     ),
     suffix=st.sampled_from([".pt", ".safetensors"]),
 )
-def test_random_corruption_never_loads_silently(tmp_path_factory, flips, suffix):
-    """Flip bytes anywhere in a checksummed file: the load raises a CheckpointError, or what it
-    loads is identical to what was saved, tensors and metadata (the flip landed where nothing is
-    read). torch does not check its zip CRCs, so the whole-content SHA-256 is what catches a flip
-    in metadata; in a safetensors header it also catches renamed tensors and damaged entries."""
+def test_random_damage_is_a_named_error_or_a_load(tmp_path_factory, flips, suffix):
+    """Flip bytes anywhere: the load raises a CheckpointError (never another exception, never a
+    crash), or it loads, with no checksum of ours to say whether a tensor's bytes changed: that
+    is torch's and safetensors' behaviour too (docs/library.md, "What is checked")."""
     model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
-    path = save_checkpoint(
-        tmp_path_factory.mktemp("c") / f"c{suffix}", model, metadata={"epoch": 7}
-    )
+    path = save_checkpoint(tmp_path_factory.mktemp("c") / f"c{suffix}", model)
     data = bytearray(path.read_bytes())
     for where, xor in flips:
         data[int(where * len(data))] ^= xor
@@ -309,34 +287,7 @@ def test_random_corruption_never_loads_silently(tmp_path_factory, flips, suffix)
     target = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Linear(16, 4))
     try:
         report = load_checkpoint(path, target)
-    except CheckpointError:
+    except CheckpointError as exc:
+        assert str(path) in str(exc)
         return
-    assert all(
-        torch.equal(a, b)
-        for a, b in zip(model.state_dict().values(), target.state_dict().values(), strict=True)
-    )
-    assert report.metadata == {
-        "torch_version": str(torch.__version__),
-        "model_class": "Sequential",
-        "epoch": 7,
-    }
-
-
-@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_a_flipped_digit_in_metadata_is_caught(tmp_path, suffix):
-    """The case random flips found: torch.load silently returns epoch 1235 for 1234."""
-    from compile_ckpt import ChecksumMismatchError
-
-    model = torch.nn.Linear(4, 4)
-    path = save_checkpoint(tmp_path / f"c{suffix}", model, metadata={"epoch": 1234})
-    data = path.read_bytes()
-    needle = b"\x4d\xd2\x04" if suffix == ".pt" else b"1234"  # pickle BININT2 1234 / JSON text
-    assert data.count(needle) == 1
-    path.write_bytes(data.replace(needle, b"\x4d\xd3\x04" if suffix == ".pt" else b"1235"))
-    with pytest.raises(ChecksumMismatchError, match="metadata, optimizer or scheduler state"):
-        load_checkpoint(path, torch.nn.Linear(4, 4))
-    # asked not to check: it loads
-    report = load_checkpoint(
-        path, torch.nn.Linear(4, 4), verify=False
-    )
-    assert report.metadata["epoch"] == 1235 and not report.checksums_verified
+    assert report.ok

@@ -1,5 +1,5 @@
 """The library is torch-only in fact: with every workshop dependency made unimportable, it
-imports, saves, loads, and its CLI inspects and cleans; only `bench` asks for the extra."""
+imports, saves, loads, and its CLI inspects and cleans."""
 
 from __future__ import annotations
 
@@ -96,17 +96,6 @@ def test_the_numpy_warning_is_silenced_only_while_torch_imports():
         print("ok")
     """)
     assert r.returncode == 0 and r.stdout.strip() == "ok" and r.stderr == "", r.stderr
-
-
-def test_bench_says_it_needs_the_workshop_extra(tmp_path):
-    r = python(
-        "import runpy, sys; sys.argv = ['compile-ckpt', 'bench', '--out', sys.argv[1]]; "
-        "runpy.run_module('compile_ckpt', run_name='__main__')",
-        str(tmp_path),
-    )
-    assert (
-        r.returncode == 2 and "needs the workshop extra" in r.stderr and "Traceback" not in r.stderr
-    )
 
 
 def test_the_core_dependency_is_torch_alone():

@@ -1,9 +1,8 @@
-"""Every way a checkpoint operation fails, as one family of exceptions that name the file."""
+"""Every way a checkpoint operation fails: one family of exceptions that name the file."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 
 from .keys import KeyCollisionError
 
@@ -14,8 +13,7 @@ class CheckpointError(Exception):
     """Base class: something is wrong with a checkpoint. ``path`` names the file."""
 
     def __init__(self, message: str, path: PathLike | None = None) -> None:
-        self.path = None if path is None else str(path)
-        self.message = message
+        self.path, self.message = (None if path is None else str(path)), message
         super().__init__(str(self))
 
     def __str__(self) -> str:  # OSError subclasses would otherwise format errno-style
@@ -27,33 +25,25 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class CheckpointReadError(CheckpointError, OSError):
-    """The file exists but cannot be opened or read (permissions, a symlink loop, an I/O error):
-    the file itself may be fine, so it is never called corrupt."""
+    """The file cannot be read (permissions, a loop, I/O, a FIFO): it may be fine, not corrupt."""
 
 
 class CorruptCheckpointError(CheckpointError):
-    """The file is empty, truncated or not a checkpoint at all."""
-
-
-class ChecksumMismatchError(CorruptCheckpointError):
-    """The content differs from the SHA-256 that was stored when the file was saved."""
+    """Empty, truncated or not a checkpoint, as the format's own reader finds it."""
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """The file needs Python globals that ``weights_only=True`` refuses to import."""
+    """The file needs Python globals (listed in ``globals``) that ``weights_only=True`` refuses."""
 
-    def __init__(self, message: str, path: PathLike | None = None,
-                 globals_: Iterable[str] = ()) -> None:
-        self.globals = list(globals_)
-        super().__init__(message, path)
+    globals: list[str] = []
 
 
 class CheckpointFormatError(CheckpointError, ValueError):
-    """The file loaded, but holds no state dict this library recognises."""
+    """The file loaded, but holds no state dict where one was looked for."""
 
 
 class UnsupportedContentError(CheckpointFormatError, TypeError):
-    """What was asked to be saved cannot be stored in the format the path's suffix names."""
+    """The format cannot hold it, a safe load could not read it back, or the model is sharded."""
 
 
 class CheckpointDeviceError(CheckpointError, ValueError):
@@ -61,14 +51,15 @@ class CheckpointDeviceError(CheckpointError, ValueError):
 
 
 class CheckpointWriteError(CheckpointError, OSError):
-    """Nothing was written: the path is not a regular file, or the write failed (a full disk).
-    Whatever was at the path before is unchanged."""
+    """Nothing was written (not a regular file, a full disk); what was there is unchanged."""
 
 
 class CheckpointCollisionError(CheckpointError, KeyCollisionError):
-    """Two checkpoint keys would land on the same target key."""
+    """Two checkpoint keys would land on one target key, or tied keys disagree."""
 
 
 class CheckpointMismatchError(CheckpointError, RuntimeError):
-    """Strict loading failed: keys missing, unexpected, or of another shape; or the optimizer
-    or scheduler state does not fit. Nothing was copied."""
+    """The checkpoint does not fit the model, optimizer or scheduler. Nothing was loaded."""
+
+
+__all__ = [n for n in dir() if n.startswith(("Checkpoint", "Corrupt", "Unsafe", "Unsupported"))]

@@ -1,109 +1,63 @@
-"""Key matching: which segments wrappers put into state-dict keys, and how to take them out.
-
-``torch.compile(model)`` returns an ``OptimizedModule`` that holds the real model as
-``_orig_mod``, so its keys read ``_orig_mod.layer.weight``. DDP and DataParallel add
-``module.``, ``checkpoint_wrapper`` adds ``_checkpoint_wrapped_module.`` to named parameters,
-FSDP (v1) adds ``_fsdp_wrapped_module.``, and a compiled *submodule* puts ``_orig_mod`` in the
-middle of a key (``encoder._orig_mod.weight``).
-
-This file stands alone: it imports torch and the standard library only, reads no file and
-keeps no state (names in, renames out). Copy it into a trainer to fix ``_orig_mod.`` there:
-``cleaned, renames = clean_state_dict(state_dict, model)`` then ``model.load_state_dict(cleaned)``.
-"""
+"""Key matching: the segments wrappers put into state-dict keys (``_orig_mod``, ``module``, ...),
+read off the live module tree as DCP's ``state_dict.py`` does, so that your own submodule
+called ``module`` or ``_orig_mod`` keeps its name. Standalone (torch and the standard library):
+copy it into a trainer and call ``model.load_state_dict(clean_state_dict(sd, model)[0])``."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter, defaultdict
+import itertools
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
 
-__all__ = ["WRAPPER_SEGMENTS", "KeyCollisionError", "Rename", "canonical_fqn", "clean_keys",
-           "clean_state_dict", "describe_renames", "match_keys", "segment_counts", "unwrap_model",
-           "wrapper_paths"]
+__all__ = ["WRAPPERS", "WRAPPER_SEGMENTS", "KeyCollisionError", "Rename", "clean_state_dict",
+           "plain_name", "plain_state_dict", "strip_prefix", "unwrap_model"]
 
-#: Attribute names under which wrappers keep the module they wrap.
-WRAPPER_SEGMENTS: tuple[str, ...] = (
-    "_orig_mod",  # torch.compile -> OptimizedModule
-    "module",  # DistributedDataParallel / DataParallel
-    "_checkpoint_wrapped_module",  # torch.distributed.algorithms checkpoint_wrapper
-    "_fsdp_wrapped_module",  # FullyShardedDataParallel (v1)
+#: Every wrapper, one row each: (the child it keeps the model as, its or a base class's names).
+WRAPPERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("_orig_mod", ("OptimizedModule",)),  # torch.compile
+    ("module", ("DistributedDataParallel", "DataParallel")),
+    ("_fsdp_wrapped_module", ("FullyShardedDataParallel",)),  # FSDP (v1)
+    ("_checkpoint_wrapped_module", ("ActivationWrapper",)),  # checkpoint/offload_wrapper
 )
-#: The segments that no ordinary model uses as a submodule name; ``module`` is not one.
-UNAMBIGUOUS = frozenset(WRAPPER_SEGMENTS) - {"module"}
-_PARALLEL = (nn.parallel.DistributedDataParallel, nn.DataParallel)
-
-Renames = tuple[dict[str, str], list["Rename"]]
+WRAPPER_SEGMENTS: tuple[str, ...] = tuple(seg for seg, _ in WRAPPERS)
+_UNAMBIGUOUS = frozenset(WRAPPER_SEGMENTS) - {"module"}  # no ordinary model uses these names
 
 
 class KeyCollisionError(ValueError):
     """Two keys would land on the same name: one tensor would silently replace another."""
 
 
-def is_compiled_wrapper(module: nn.Module) -> bool:
-    """Whether ``module`` is ``torch.compile``'s ``OptimizedModule`` (a private class, so it is
-    recognised by what it does: a module that holds the real one as ``_orig_mod``)."""
-    return type(module).__name__ == "OptimizedModule" and isinstance(
-        module._modules.get("_orig_mod"), nn.Module)
+def wrapper_segment(module: nn.Module | None) -> str | None:
+    """The child under which ``module``, if it is a wrapper, keeps the module it wraps."""
+    kinds = {c.__name__ for c in type(module).__mro__}
+    return next((seg for seg, classes in WRAPPERS if kinds & set(classes)
+                 and isinstance(module._modules.get(seg), nn.Module)), None)  # type: ignore[union-attr]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module under any stack of OptimizedModule, DDP and DataParallel.
-
-    Idempotent. Wrappers *inside* the model (a compiled submodule, a checkpoint wrapper) stay;
-    their segments are taken out of the keys by :func:`canonical_fqn`.
-    """
-    while True:
-        if is_compiled_wrapper(model):
-            model = model._orig_mod
-        elif isinstance(model, _PARALLEL):
-            model = model.module
-        else:
-            return model
+    """The module under any stack of wrappers around ``model`` (idempotent)."""
+    while (seg := wrapper_segment(model)) is not None:
+        model = model._modules[seg]  # type: ignore[assignment]
+    return model
 
 
-def wrapper_paths(model: nn.Module) -> frozenset[str]:
-    """Dotted paths, inside ``model``, of every child that exists only because of a wrapper.
-
-    ``DDP(torch.compile(m))`` gives ``{"module", "module._orig_mod"}``; a compiled submodule
-    ``m.encoder`` gives ``{"encoder._orig_mod"}``. A real submodule called ``module`` is not
-    listed, which is what makes :func:`canonical_fqn` exact for a live model.
-    """
-    found: set[str] = set()
-    for name, mod in model.named_modules(remove_duplicate=False):
-        prefix = f"{name}." if name else ""
-        if is_compiled_wrapper(mod):
-            found.add(prefix + "_orig_mod")
-        if isinstance(mod, _PARALLEL):
-            found.add(prefix + "module")
-        for seg in ("_checkpoint_wrapped_module", "_fsdp_wrapped_module"):
-            if isinstance(mod._modules.get(seg), nn.Module):
-                found.add(prefix + seg)
-    return frozenset(found)
-
-
-def canonical_fqn(fqn: str, paths: Iterable[str] | None = None) -> str:
-    """The name of a parameter or buffer with its wrapper segments removed.
-
-    ``_orig_mod``, ``_checkpoint_wrapped_module`` and ``_fsdp_wrapped_module`` go at any depth;
-    ``module`` only where ``paths`` (:func:`wrapper_paths` of the live model) says a DDP or
-    DataParallel put it: without the model, a DDP ``module.`` and a submodule really called
-    ``module`` look the same.
-    """
-    parts = [p for p in fqn.split(".") if p not in UNAMBIGUOUS]
-    if paths is None:
-        return ".".join(parts)
-    # Compared without the unambiguous segments: state-dict keys may already lack some
-    # (checkpoint_wrapper hides its own through state-dict hooks; named_parameters keeps it).
-    parallel = {canonical_fqn(p) for p in paths if p.rsplit(".", 1)[-1] == "module"}
-    return ".".join(p for i, p in enumerate(parts)
-                    if not (p == "module" and ".".join(parts[: i + 1]) in parallel))
-
-
-def _without_module(fqn: str) -> str:
-    return ".".join(p for p in fqn.split(".") if p != "module")
+def plain_name(name: str, model: nn.Module) -> str:
+    """``name`` (a key or module path of ``model``) without the segments its wrappers put there."""
+    kept, module = [], model
+    for part in name.split("."):
+        while module is not None and (seg := wrapper_segment(module)) and part != seg and \
+                part not in module._parameters and part not in module._buffers:
+            module = module._modules[seg]  # the wrapper's state-dict hook hid its segment
+        if module is not None and part == wrapper_segment(module):
+            module = module._modules[part]
+            continue
+        kept.append(part)
+        module = module._modules.get(part) if module is not None else None
+    return ".".join(kept)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +71,8 @@ class Rename:
 
     @classmethod
     def between(cls, source: str, target: str) -> Rename:
-        def segments(key: str) -> Counter[str]:
-            return Counter(p for p in key.split(".") if p in WRAPPER_SEGMENTS)
-
-        src, dst = segments(source), segments(target)
+        src, dst = (Counter(p for p in k.split(".") if p in WRAPPER_SEGMENTS)
+                    for k in (source, target))
         return cls(source, target, tuple(sorted((src - dst).elements())),
                    tuple(sorted((dst - src).elements())))
 
@@ -133,144 +85,116 @@ def segment_counts(renames: Iterable[Rename]) -> tuple[Counter[str], Counter[str
 
 
 def describe_renames(renames: Iterable[Rename]) -> list[str]:
-    """Phrases for a summary: ``removed '_orig_mod.' from 12 keys``, ``added ...``, and keys
-    whose segments only moved (``_orig_mod.enc.0.w`` -> ``enc._orig_mod.0.w``)."""
+    """Phrases for a summary: ``removed '_orig_mod.' from 12 keys``, ``added ...``."""
     renames = list(renames)
-    removed, added = segment_counts(renames)
-
-    def listed(c: Counter[str], word: str) -> str:
-        return ", ".join(f"'{k}' {word} {n} key{'s' if n != 1 else ''}" for k, n in c.most_common())
-
-    parts = [f"removed {listed(removed, 'from')}"] if removed else []
-    parts += [f"added {listed(added, 'to')}"] if added else []
-    moved = sum(1 for r in renames if not (r.removed or r.added))
-    parts += [f"reordered wrapper segments in {moved} keys"] if moved else []
-    return parts or ["keys already matched, nothing renamed"]
+    parts = [f"{verb} " + ", ".join(f"'{k}' {word} {n} key{'s' * (n != 1)}"
+                                    for k, n in counts.most_common())
+             for verb, word, counts in zip(("removed", "added"), ("from", "to"),
+                                           segment_counts(renames), strict=True) if counts]
+    moved = sum(not (r.removed or r.added) for r in renames)
+    return parts + [f"reordered wrapper segments in {moved} keys"] * bool(moved) or [
+        "keys already matched, nothing renamed"]
 
 
-def match_keys(source_keys: Iterable[str], target_keys: Iterable[str],
-               target_paths: Iterable[str] = ()) -> Renames:
-    """Map each source key to the target key it should fill (only those that match), and list
-    the renames. ``target_paths``: :func:`wrapper_paths` of the target model.
-
-    First key by key: exact matches stay, the rest match by canonical name. If that leaves
-    keys unmatched or collides, the whole-dict reading is tried (a leading ``module.`` that
-    *every* source key carries is DDP's) and kept only if it matches every key on both sides:
-    that resolves DDP checkpoints of models with a real submodule called ``module``.
-    """
-    sources, targets, paths = list(source_keys), list(target_keys), frozenset(target_paths)
-    try:
-        by_key, collision = _match_key_by_key(sources, targets, paths), None
-    except KeyCollisionError as exc:
-        by_key, collision = None, exc
-    if by_key is not None and len(by_key[0]) == len(sources) == len(targets):
-        return by_key
-    whole = _match_whole_dict(sources, targets, paths)
-    if whole is not None:
-        return whole
-    if by_key is None:
-        raise collision  # type: ignore[misc]
-    return by_key
+def _trie(names: Mapping[str, str]) -> dict:
+    """Dotted names as a tree of their parts; the entry ``None`` holds the value of a name."""
+    root: dict = {}
+    for name, value in names.items():
+        node = root
+        for part in name.split(".") if name else []:
+            node = node.setdefault(part, {})
+        node.setdefault(None, value)
+    return root
 
 
-def _match_whole_dict(sources: list[str], targets: list[str], paths: frozenset[str]
-                      ) -> Renames | None:
-    try:
-        cleaned, _ = clean_keys(sources)
-    except KeyCollisionError:
-        return None
-    by_canon: dict[str, str] = {}
-    for t in targets:
-        c = canonical_fqn(t, paths)
-        if c in by_canon:
-            return None
-        by_canon[c] = t
-    if len(sources) != len(targets) or set(cleaned.values()) != set(by_canon):
-        return None
-    mapping = {s: by_canon[cleaned[s]] for s in sources}
-    return mapping, [Rename.between(s, t) for s, t in mapping.items() if s != t]
+def _align(src: dict, dst: dict) -> dict[str, str]:
+    """Walk the source names' tree beside the targets'. A part a wrapper may have put there is
+    read both ways (skipped, or a submodule's): the one placing more distinct names wins."""
+    out = {src[None]: dst[None]} if None in src and None in dst else {}
+    for part, child in src.items():
+        options = [_align(child, dst[part])] if part is not None and part in dst else []
+        options += [_align(child, dst)] if part in WRAPPER_SEGMENTS else []
+        if options:
+            out.update(max(options, key=lambda m: (len(set(m.values())), len(m))))
+    return out
 
 
-def _match_key_by_key(sources: list[str], targets: list[str], paths: frozenset[str]) -> Renames:
-    """Exact match (never renamed); else the same name once the unambiguous segments are
-    removed; else once ``module`` segments are removed too. A name that several target keys
-    share is not used at that tier. Two source keys that claim one target key collide."""
-    by_canon: dict[str, list[str]] = defaultdict(list)
-    by_bare: dict[str, list[str]] = defaultdict(list)
-    for t in targets:
-        canon = canonical_fqn(t, paths)
-        by_canon[canon].append(t)
-        by_bare[_without_module(canon)].append(t)
-    exact = set(sources) & set(targets)  # first, so no renamed key can take their place
-    mapping = {s: s for s in sources if s in exact}
-    claimed = dict(mapping)
-    renames = []
-    for s in sources:
-        if s in exact:
-            continue
-        candidates = by_canon.get(canonical_fqn(s), [])
-        if len(candidates) != 1:
-            candidates = by_bare.get(_without_module(canonical_fqn(s)), [])
-        if len(candidates) != 1:
-            continue
-        t = candidates[0]
-        if t in claimed:
-            raise KeyCollisionError(
-                f"checkpoint keys {claimed[t]!r} and {s!r} would both load into {t!r}; refusing "
-                "to overwrite one with the other (the file holds two copies of the same "
-                "parameter: clean it by hand or pick one)")
-        claimed[t], mapping[s] = s, t
-        renames.append(Rename.between(s, t))
-    return mapping, renames
+def _one_each(mapping: dict[str, str]) -> dict[str, str]:
+    """``mapping``, or :class:`KeyCollisionError` if two keys would land on one name."""
+    owner: dict[str, str] = {}
+    for k, v in mapping.items():
+        if owner.setdefault(v, k) != k:
+            raise KeyCollisionError(f"keys {owner[v]!r} and {k!r} would both become {v!r}; "
+                                    "refusing to let one overwrite the other")
+    return mapping
 
 
-def _leading_wrappers(key: str) -> list[str]:
-    run = []
-    for p in key.split(".")[:-1]:
-        if p not in WRAPPER_SEGMENTS:
-            break
-        run.append(p)
-    return run
+def with_metadata(items: Iterable[tuple[str, Any]], metadata: Any) -> OrderedDict[str, Any]:
+    """A state dict of ``items`` with ``_metadata`` (module path -> version) as torch keeps it."""
+    out = OrderedDict(items)
+    if metadata is not None:
+        out._metadata = metadata  # type: ignore[attr-defined]
+    return out
 
 
-def clean_keys(keys: Iterable[str]) -> Renames:
-    """Rename keys without a model: the unambiguous segments anywhere, and one leading
-    ``module.`` (in the leading run of wrapper segments) when every key carries it."""
-    keys = list(keys)
-    leading_module = bool(keys) and all("module" in _leading_wrappers(k) for k in keys)
-    mapping: dict[str, str] = {}
-    renames, seen = [], {}
-    for k in keys:
-        parts = k.split(".")
-        if leading_module:  # DDP adds exactly one 'module.': drop the first in the leading run
-            parts.pop(_leading_wrappers(k).index("module"))
-        clean = ".".join(p for p in parts if p not in UNAMBIGUOUS)
-        if clean in seen:
-            raise KeyCollisionError(f"keys {seen[clean]!r} and {k!r} both clean to {clean!r}; "
-                                    "refusing to keep one silently")
-        seen[clean], mapping[k] = k, clean
-        if clean != k:
-            renames.append(Rename.between(k, clean))
-    return mapping, renames
+def metadata_for(metadata: Mapping[str, Any] | None, mapping: Mapping[str, str]) -> Any:
+    """``_metadata`` under the module paths the key ``mapping`` leads to, matched from the leaf
+    up (where two land on one, the later, inner module's wins)."""
+    modules: dict[str, str] = {}
+    for s, t in mapping.items():
+        a, b = s.split(".")[:-1], t.split(".")[:-1]
+        while a and b and a[-1] == b[-1]:
+            modules[".".join(a)] = ".".join(b)
+            a, b = a[:-1], b[:-1]
+        modules[".".join(a)] = ".".join(b)  # what is left: wrappers' paths, onto their parent
+    return None if metadata is None else OrderedDict((modules.get(k, k), v)
+                                                     for k, v in metadata.items())
+
+
+def plain_state_dict(model: nn.Module) -> OrderedDict[str, Any]:
+    """``model.state_dict()`` less only what its real wrappers put in it: the plain model's."""
+    state = model.state_dict()
+    names = _one_each({k: plain_name(k, model) for k in state})
+    return with_metadata(((names[k], v) for k, v in state.items()),
+                         metadata_for(getattr(state, "_metadata", None), names))
 
 
 def clean_state_dict(state_dict: Mapping[str, Any], model: nn.Module | None = None
-                     ) -> tuple[dict[str, Any], list[Rename]]:
-    """A renamed copy of ``state_dict`` and the renames; the input is never mutated.
-
-    Without ``model``: :func:`clean_keys`. With ``model``: keys renamed to exactly what
-    ``model.load_state_dict`` expects (compiled or not, wrapped or not); keys it cannot place
-    keep their names. Raises :class:`KeyCollisionError` rather than drop a tensor.
-    """
+                     ) -> tuple[OrderedDict[str, Any], list[Rename]]:
+    """A renamed copy of ``state_dict`` (``_metadata`` too) and the renames. With ``model``, each
+    key becomes the key of ``model`` it fills (or keeps its name); without, compile's, FSDP's and
+    checkpoint_wrapper's segments go, and DDP's leading ``module`` where every key has it.
+    Raises :class:`KeyCollisionError` rather than drop a tensor."""
     keys = list(state_dict)
-    if model is None:
-        mapping, renames = clean_keys(keys)
+    if model is not None:
+        plain = {plain_name(t, model): t for t in reversed(list(model.state_dict(keep_vars=True)))}
+        mapping = {k: k for k in keys} | _align(_trie({k: k for k in keys}), _trie(plain))
     else:
-        matched, renames = match_keys(keys, model.state_dict(), wrapper_paths(model))
-        mapping = {k: matched.get(k, k) for k in keys}
-        owner: dict[str, str] = {}
-        for k, v in mapping.items():  # an unmatched key must not land on a matched one
-            if v in owner:
-                raise KeyCollisionError(f"keys {owner[v]!r} and {k!r} both map to {v!r}")
-            owner[v] = k
-    return {mapping[k]: state_dict[k] for k in keys}, renames
+        ddp = bool(keys) and all("module" in itertools.takewhile(
+            lambda p: p in WRAPPER_SEGMENTS, k.split(".")[:-1]) for k in keys)
+        mapping = {}
+        for k in keys:
+            *body, last = k.split(".")
+            run = list(itertools.takewhile(lambda p: p in WRAPPER_SEGMENTS, body))
+            if ddp and "module" in run:
+                body.pop(run.index("module"))
+            mapping[k] = ".".join([p for p in body if p not in _UNAMBIGUOUS] + [last])
+    renames = [Rename.between(k, v) for k, v in _one_each(mapping).items() if k != v]
+    meta = metadata_for(getattr(state_dict, "_metadata", None), mapping)
+    return with_metadata(((mapping[k], state_dict[k]) for k in keys), meta), renames
+
+
+def strip_prefix(key: str, prefix: str) -> str | None:
+    """``key`` without ``prefix`` (``"model."``, ``"base_model.model."``), wherever wrapper
+    segments sit (they stay); None if it lacks it."""
+    want, parts, kept = [p for p in prefix.split(".") if p], key.split("."), []
+    for i, part in enumerate(parts):
+        if not want:
+            return ".".join(kept + parts[i:])
+        if part == want[0]:
+            want.pop(0)
+        elif part in WRAPPER_SEGMENTS:
+            kept.append(part)
+        else:
+            return None
+    return None

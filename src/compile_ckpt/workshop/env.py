@@ -20,7 +20,19 @@ from typing import Any
 import psutil
 import torch
 
-from ..devices import device_problem
+
+def device_problem(device: str | torch.device) -> str | None:
+    """Why ``device`` cannot be used here, or None; ``ValueError`` if it names no device."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ValueError(f"{str(device)!r} is not a device ({exc})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return (f"{str(device)!r} was asked for, but this machine has no CUDA GPU (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda or 'none'})")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        return f"{str(device)!r} was asked for; this machine has {torch.cuda.device_count()} GPU(s)"
+    return None
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

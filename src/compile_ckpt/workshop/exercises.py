@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import find_state_dicts, load_checkpoint, read_checkpoint
 from ..errors import CheckpointError, UnsafeCheckpointError
-from ..layout import is_optimizer_state, is_scheduler_state
+from ..layout import is_optimizer_state
 from .distributed import single_process_group
 from .env import shipped
 from .model import TINY_CONFIG, build_model, same_predictions, wrap
@@ -180,7 +180,7 @@ def _find_states(obj: Any) -> dict[str, Any]:
     "epoch" in it), at the top or one level down (not inside a state)."""
     def kind(value: Any) -> str:
         return ("optimizer" if is_optimizer_state(value)
-                else "scheduler" if is_scheduler_state(value) else "")
+                else "scheduler" if isinstance(value, Mapping) and "last_epoch" in value else "")
 
     found: dict[str, Any] = {}
     places = [obj, *(v for v in obj.values() if isinstance(v, Mapping) and not kind(v))] \

@@ -281,9 +281,7 @@ def devices(todo: Plan) -> tuple[str, str]:
     """The ``device`` values the notebooks were given (their default where not) and what they
     are on this machine: ``("auto", "cpu")``, ``("cuda", "none ('cuda' was asked for, but this
     machine has no CUDA GPU …)")``."""
-    from compile_ckpt.devices import device_problem
-
-    from .env import resolve_device
+    from .env import device_problem, resolve_device
 
     def used(value: str) -> str:
         if value == "auto":

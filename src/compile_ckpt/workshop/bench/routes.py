@@ -137,7 +137,7 @@ def worker(route: str, workload: str, profile: str, device: str, result: Path,
 
 
 def cli(args: argparse.Namespace) -> int:
-    """``compile-ckpt bench``: measure, print the table and the verdict; exit 1 if cut short."""
+    """Measure, print the table and the verdict; exit 1 if cut short."""
     out = Path(args.out)
     if args.cold_warm:
         table, env = run_routes(args.workload, args.profile, out, device=args.device,
@@ -153,19 +153,37 @@ def cli(args: argparse.Namespace) -> int:
         print(summarize(table).to_string(index=False))
         print("\n".join(verdict(table)))
     for why in env.get("incomplete", []):
-        print(f"compile-ckpt bench: incomplete: {why}", file=sys.stderr)
+        print(f"{PROG}: incomplete: {why}", file=sys.stderr)
     print(f"tables in {out}")
     return 1 if env.get("incomplete") else 0
 
 
+PROG = "python -m compile_ckpt.workshop.bench"
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m compile_ckpt.workshop.bench")
-    ap.add_argument("--worker", required=True, choices=["cold", "warm", "mega-cache", "regional"])
-    ap.add_argument("--workload", required=True, choices=list(ROUTES))
-    ap.add_argument("--profile", required=True)
+    """Eager against compiled pretraining steps (``--worker``: one route's fresh process)."""
+    ap = argparse.ArgumentParser(prog=PROG, description=main.__doc__)
+    ap.add_argument("--workload", default="seed", choices=list(ROUTES))
+    ap.add_argument("--profile", default="auto", help="auto, or a profile of the workload "
+                    "(cpu-smoke, laptop, gpu, ...)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--artifacts", required=True, type=Path)
+    ap.add_argument("--cold-warm", action="store_true", help="fresh processes: cold, warm (and "
+                    "for gpt mega-cache, regional) compile latency")
+    ap.add_argument("--budget-s", type=float, default=3600, help="with --cold-warm: seconds for "
+                    "all runs; what finished is kept (exit 1 if cut short)")
+    ap.add_argument("--worker", choices=["cold", "warm", "mega-cache", "regional"],
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--artifacts", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    worker(a.worker, a.workload, a.profile, a.device, a.out, a.artifacts)
-    return 0
+    if a.worker:
+        worker(a.worker, a.workload, a.profile, a.device, a.out, a.artifacts)
+        return 0
+    try:
+        resolve_device(a.device)
+        if a.profile != "auto":
+            resolve_profile(a.workload, a.profile, torch.device("cpu"))
+    except (RuntimeError, ValueError) as exc:
+        ap.exit(2, f"{PROG}: error: {' '.join(str(exc).split())}\n")
+    return cli(a)
