@@ -40,6 +40,10 @@ def test_the_natural_resume_file_with_a_top_level_tensor(tmp_path, small_model):
     assert report.extra == {"epoch": 3, "rng": f"tensor uint8 [{torch.get_rng_state().numel()}]"}
     assert report.not_restored == ["optimizer"] and "not restored: optimizer" in str(report)
     assert load_checkpoint(tmp_path / "resume.pt", small_model(2), key="model").ok
+    torch.save({"model": model.state_dict(), "rng": {"cpu": torch.get_rng_state()}},
+               tmp_path / "rng_dict.pt")  # a dict of tensors, but RNG state, never a model's
+    report = load_checkpoint(tmp_path / "rng_dict.pt", small_model(4))
+    assert report.other_state_dicts == [] and list(report.extra) == ["rng"]
     with_opt = torch.optim.AdamW(target.parameters(), lr=0.1)
     report = load_checkpoint(tmp_path / "resume.pt", small_model(3), optimizer=with_opt)
     assert report.optimizer_loaded and report.not_restored == []

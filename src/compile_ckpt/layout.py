@@ -17,6 +17,7 @@ MODEL_ENTRY, OPTIMIZER_ENTRY, SCHEDULER_ENTRY = ("model_state_dict", "optimizer_
 MODEL_KEYS = (MODEL_ENTRY, "state_dict", "model")
 OPTIMIZER_KEYS = (OPTIMIZER_ENTRY, "optimizer", "optim", "optimizer_states")
 SCHEDULER_KEYS = (SCHEDULER_ENTRY, "lr_scheduler", "scheduler", "lr_schedulers")
+NOT_MODELS = ("rng", "rng_state", "rng_states", "metadata")  # dicts of tensors, never a model's
 BARE = "bare state dict"  # what find_state_dicts calls a file that *is* a state dict
 
 
@@ -37,13 +38,13 @@ def is_optimizer_state(d: Any) -> bool:
 
 def find_state_dicts(obj: Any, where: tuple[str, ...] = ()) -> dict[str, Mapping[str, Any]]:
     """Every state dict in a file: :data:`BARE`, or its entries' names dotted (``"state.model"``),
-    three levels down at most, never inside optimizer or scheduler state."""
+    three levels down at most, never in optimizer, scheduler or RNG state."""
     if is_state_dict(obj):
         return {".".join(where) or BARE: obj}
     found: dict[str, Mapping[str, Any]] = {}
     if isinstance(obj, Mapping) and len(where) < 3 and not is_optimizer_state(obj):
         for k, v in obj.items():
-            if isinstance(k, str) and k not in (*OPTIMIZER_KEYS, *SCHEDULER_KEYS):
+            if isinstance(k, str) and k not in (*OPTIMIZER_KEYS, *SCHEDULER_KEYS, *NOT_MODELS):
                 found.update(find_state_dicts(v, (*where, k)))
     return found
 
