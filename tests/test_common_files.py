@@ -180,3 +180,18 @@ def test_other_entries_are_described_whatever_their_kind(small_model):
            "lr_scheduler": {"last_epoch": 2}}
     report = load_checkpoint(obj, small_model(1))
     assert report.extra["cfg"] == (1, 2) and report.not_restored == ["lr_scheduler"]
+
+
+def test_from_checkpoint_refuses_a_tensor_left_on_the_meta_device(tmp_path):
+    class WithCache(nn.Module):  # a non-persistent buffer: never in a checkpoint
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(2, 2)
+            self.register_buffer("cache", torch.ones(2), persistent=False)
+
+    from compile_ckpt import CheckpointMismatchError, from_checkpoint
+
+    path = save_checkpoint(tmp_path / "c.pt", WithCache())
+    with pytest.raises(CheckpointMismatchError, match="cache"):
+        from_checkpoint(path, WithCache)
+    assert from_checkpoint(path, lambda: nn.Linear(2, 2), prefix="lin.").weight.is_meta is False
