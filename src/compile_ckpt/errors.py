@@ -35,7 +35,7 @@ class CorruptCheckpointError(CheckpointError):
 class UnsafeCheckpointError(CheckpointError):
     """The file needs Python globals (listed in ``globals``) that ``weights_only=True`` refuses."""
 
-    globals: list[str] = []
+    globals: list[str] | tuple[()] = ()  # set on each instance; never a shared, mutable list
 
 
 class CheckpointFormatError(CheckpointError, ValueError):
