@@ -333,10 +333,12 @@ def test_papermill_shows_every_parameter_with_its_type_and_help():
             )
 
 
-def test_html_pages_leave_out_the_record_cells(tmp_path):
-    """The lesson's page shows the lesson: the trailing cells tagged ``record`` are not on it."""
+def test_html_pages_show_the_lesson_as_it_ended(tmp_path):
+    """The lesson's page shows the lesson: the trailing cells tagged ``record`` are not on it,
+    and a progress bar reads as it ended, not as it began (0%)."""
     folder = tmp_path / "nbs"
-    path = notebook(folder, "00_page", body="print('the lesson ' + str(n))")
+    path = notebook(folder, "00_page", body="print('the lesson ' + str(n))\n"
+                    "from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass")
     nb = nbformat.read(path, as_version=4)
     hidden = nbformat.v4.new_code_cell(
         RECORD.replace("record\n", "record_all\n") + "record_all(secret_value=n)"
@@ -353,5 +355,8 @@ def test_html_pages_leave_out_the_record_cells(tmp_path):
         and "record_all" not in page
         and "Recorded for the automated" not in page
     )
+    executed = nbformat.read(tmp_path / "run" / "00_page.ipynb", as_version=4)
+    assert "widget-view" in json.dumps(executed.cells[2].outputs)  # the bar was a widget
+    assert "steps: 100%|" in page and "3/3" in page and "steps:   0%" not in page
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["notebooks"][0]["records"] == {"secret_value": 1}

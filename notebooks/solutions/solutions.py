@@ -1,45 +1,66 @@
 """Reference solutions for the notebooks' exercises, labelled as in the notebooks.
-The tests run each through the same check the notebook uses."""
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import Any
+``exercises.reveal("NN")`` prints one with the imports it uses: each solution stands alone
+(no helper from this file), so pasted below the notebook's stub it runs. The tests run each,
+so pasted, through the same check the notebook uses."""
 
 import torch
-from torch import nn
-
-PARALLEL = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+from torch.nn.parallel import DistributedDataParallel
 
 
 # Exercise 01 (01_reproduce_the_failure): a checkpoint that loads everywhere.
-def portable_save(compiled: nn.Module, path: Path) -> None:
-    """Save the module *inside* the compile wrapper: its keys carry no prefix."""
-    torch.save({"model_state_dict": compiled._orig_mod.state_dict()}, path)
+def portable_save(model, compiled, path):
+    """Save the module you compiled: `compiled` trains `model`'s own Parameters, and `model`
+    names them without the wrapper's `_orig_mod.`."""
+    torch.save({"model_state_dict": model.state_dict()}, path)
 
 
 # Exercise 02 (02_fix_clean_on_load): the original fix, for compiled submodules too.
-def strip_compile_prefix(state_dict: dict[str, Any]) -> dict[str, Any]:
-    """Drop every ``_orig_mod`` segment, wherever it is; whole segments only."""
-    return {".".join(p for p in k.split(".") if p != "_orig_mod"): v
-            for k, v in state_dict.items()}
+def strip_compile_prefix(state_dict):
+    """Drop every `_orig_mod` segment, wherever it is; whole segments only."""
+    return {
+        ".".join(part for part in key.split(".") if part != "_orig_mod"): value
+        for key, value in state_dict.items()
+    }
 
 
 # Exercise 03 (03_alternatives): plain keys, whatever wraps the model (compile, a compiled
 # submodule, DDP).
-def portable_state_dict(model: nn.Module) -> dict[str, Any]:
-    """Peel DataParallel/DDP (``module``) and compile wrappers, then strip what a compiled
-    submodule leaves inside."""
-    while isinstance(model, PARALLEL) or hasattr(model, "_orig_mod"):
-        model = model.module if isinstance(model, PARALLEL) else model._orig_mod
-    return strip_compile_prefix(model.state_dict())
+def portable_state_dict(model):
+    """Rename, without reading the private `_orig_mod`: drop every `_orig_mod` segment (compile
+    adds one wherever it wraps), and the `module` segment right after each DDP in the model."""
+    ddp_paths = {
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, DistributedDataParallel)
+    }
+    plain = {}
+    for key, value in model.state_dict().items():
+        parts = key.split(".")
+        kept = [
+            part
+            for i, part in enumerate(parts)
+            if part != "_orig_mod" and not (part == "module" and ".".join(parts[:i]) in ddp_paths)
+        ]
+        plain[".".join(kept)] = value
+    return plain
 
 
 # Exercise 04 (04_pretrain_finetune_pipeline): save what a resume needs, in plain PyTorch.
-def resume_save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                epoch: int) -> None:
-    """Model (clean keys), optimizer, scheduler and epoch in one ``torch.save``."""
-    inner = getattr(model, "_orig_mod", model)
-    torch.save({"model_state_dict": inner.state_dict(),
-                "optimizer_state_dict": optimizer.state_dict(),
-                "scheduler_state_dict": scheduler.state_dict(), "epoch": epoch}, path)
+def resume_save(path, model, compiled, optimizer, scheduler, epoch):
+    """What the next epoch depends on, in one `torch.save`: the module you compiled (plain
+    keys), the optimizer (AdamW's moments and steps), the scheduler, the RNG state (dropout)
+    and the epoch, which also fixes the data order: each epoch reseeds the shuffle from it."""
+    rng = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "epoch": epoch,
+            "rng": rng,
+        },
+        path,
+    )

@@ -104,10 +104,39 @@ def write_page(output: Path) -> Path:
     nb.cells = [c for c in nb.cells if RECORD_TAG not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         cell["outputs"] = [o for o in cell.get("outputs", []) if MIME not in o.get("data", {})]
+    widgets_as_text(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
     page = output.with_suffix(".html")
     page.write_text(body, encoding="utf-8")
     return page
+
+
+def _widget_text(state: dict[str, Any], model_id: str) -> str:
+    """A widget's last state as text: a tqdm bar as tqdm prints it, anything else named."""
+    model = state.get(model_id, {})
+    parts = [state.get(c.removeprefix("IPY_MODEL_"), {})
+             for c in model.get("state", {}).get("children", [])]
+    names = [p.get("model_name") for p in parts]
+    if names != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+        return "[an interactive widget: open the notebook in JupyterLab to use it]"
+    left, bar, right = (p.get("state", {}) for p in parts)
+    done = (bar.get("value") or 0) / (bar.get("max") or 1)
+    filled = min(10, max(0, round(10 * done)))
+    text = f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}|{right.get('value', '')}"
+    return html.unescape(text).replace("\u2007", " ")
+
+
+def widgets_as_text(nb: Any) -> None:
+    """Replace each widget output by the text of its last state (a static page cannot run
+    widgets: without this a progress bar reads 0%, the state it had when first displayed)."""
+    view = "application/vnd.jupyter.widget-view+json"
+    state = nb.metadata.pop("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if view in data:
+                text = _widget_text(state.get("state", {}), data[view].get("model_id", ""))
+                out["data"] = {"text/plain": text}
 
 
 def device_line(meta: dict[str, Any]) -> str:
