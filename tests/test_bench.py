@@ -60,6 +60,29 @@ def test_pool_compares_the_same_code_once_and_each_route_its_first_step():
     assert list(compiled["mfu"]) == pytest.approx([0.1, 0.1])
 
 
+def test_each_row_keeps_its_own_process_ratio_and_a_slow_process_moves_no_speedup():
+    rows = _rows({"cold": [2.0, 2.0, 2.0], "warm": [3.0, 3.0, 3.0]})
+    for row in rows:  # the warm process runs 4x slower as a whole, eager and compiled alike
+        if row["route"] == "warm":
+            row["eager_times_s"] = [4 * t for t in row["eager_times_s"]]
+            row["times_s"] = [4 * t for t in row["times_s"]]
+            row["median_ms"] *= 4
+    table = bench.pooled_table(rows, {"float32_matmul_tflops": 0.1})
+    compiled = table[table["mode"] == "default"].set_index("route")
+    assert list(compiled["process_speedup"]) == pytest.approx([2.0, 3.0])
+    assert list(compiled["process_eager_ms"]) == pytest.approx([10.0, 40.0])
+    assert (compiled["process_ci_low"] <= compiled["process_speedup"]).all()
+    assert set(compiled["speedup"]) == {2.5}  # pooled over both processes' ratios
+    assert len(set(table[table["mode"] == "eager"]["process_speedup"])) == 1
+
+
+def test_compare_says_faster_slower_or_no_measurable_difference():
+    assert bench.compare(1.2, 1.1, 1.3) == "1.20x (95% interval 1.10-1.30) faster than eager"
+    assert bench.compare(0.8, 0.7, 0.9, than="X").endswith("slower than X")
+    assert "no measurable difference from eager" in bench.compare(1.05, 0.98, 1.1)
+    assert "1.003-" in bench.compare(1.05, 1.003, 1.1)  # not "1.00": it does not cover 1
+
+
 def test_verdict_says_no_measurable_difference_when_the_interval_covers_one():
     rows = pd.DataFrame(
         [
@@ -94,6 +117,7 @@ def test_verdict_says_no_measurable_difference_when_the_interval_covers_one():
     )
     lines = bench.verdict(rows)
     assert "no measurable difference" in lines[0] and "0.97-1.06" in lines[0]
+    assert bench.verdict(rows.assign(where="an H200"))[1].startswith("an H200: GPT manual bf16")
     assert "within the claimed 1.15-1.25x" in lines[1]
     assert "below the claimed" in lines[2] and "faster" in lines[2]
 
@@ -176,25 +200,67 @@ def test_nvidia_smi_missing_or_hanging_is_said_not_raised(monkeypatch):
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "compile_ckpt.workshop.bench", *args],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "compile_ckpt.workshop.bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
 def test_the_bench_command_in_process_cut_short_and_refusing_bad_options(tmp_path):
-    ok = _bench("--workload", "seed", "--profile", "cpu-smoke", "--device", "cpu",
-                "--out", str(tmp_path / "b"))
+    ok = _bench(
+        "--workload",
+        "seed",
+        "--profile",
+        "cpu-smoke",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "b"),
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "default" in ok.stdout and "95% interval" in ok.stdout
     assert (tmp_path / "b" / "bench.csv").exists()
-    short = _bench("--workload", "gpt", "--profile", "cpu-smoke", "--cold-warm", "--budget-s", "1",
-                   "--out", str(tmp_path / "c"))
+    short = _bench(
+        "--workload",
+        "gpt",
+        "--profile",
+        "cpu-smoke",
+        "--cold-warm",
+        "--budget-s",
+        "1",
+        "--out",
+        str(tmp_path / "c"),
+    )
     assert short.returncode == 1 and "incomplete: cold route stopped after" in short.stderr
-    assert json.loads((tmp_path / "c" / "bench.json").read_text())["environment"][
-        "complete"] is False
+    assert (
+        json.loads((tmp_path / "c" / "bench.json").read_text())["environment"]["complete"] is False
+    )
     bad = _bench("--profile", "huge", "--out", str(tmp_path / "d"))
     assert bad.returncode == 2 and "cpu-smoke" in bad.stderr and "Traceback" not in bad.stderr
     if not torch.cuda.is_available():
         gpu = _bench("--device", "cuda", "--out", str(tmp_path / "d"))
         assert gpu.returncode == 2 and "no CUDA GPU" in gpu.stderr
         assert len(gpu.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_notebook_05_stops_at_once_on_a_parameter_out_of_range(tmp_path):
+    from compile_ckpt.workshop.runner import run_notebook
+
+    notebook = ROOT / "notebooks" / "05_benchmark_compiled_vs_eager.ipynb"
+    run = run_notebook(
+        notebook,
+        tmp_path / "05.ipynb",
+        {"model_repeats": 1},
+        raise_on_error=False,
+        workdir=tmp_path / "work",
+        timeout=300,
+    )
+    assert run.status == "failed"
+    assert "model_repeats=1" in run.error and "5-500" in run.error, run.error[-500:]
+    cells = json.loads((tmp_path / "05.ipynb").read_text())["cells"]
+    printed = [o.get("text", "") for c in cells for o in c.get("outputs", [])]
+    assert not any("ms/step" in "".join(t) for t in printed)  # stopped before measuring

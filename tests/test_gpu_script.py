@@ -3,6 +3,7 @@ ends, the committable layout, and notebook 06 run as plain Python (as on a GPU i
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -13,8 +14,17 @@ import pytest
 from conftest import ROOT, not_installed
 
 #: What a GPU image lacks (no Jupyter stack); the GPU run must not need any of it.
-NOT_ON_A_GPU_IMAGE = ("matplotlib", "IPython", "ipykernel", "ipywidgets", "jupyter_client",
-                      "nbclient", "nbconvert", "nbformat", "papermill")
+NOT_ON_A_GPU_IMAGE = (
+    "matplotlib",
+    "IPython",
+    "ipykernel",
+    "ipywidgets",
+    "jupyter_client",
+    "nbclient",
+    "nbconvert",
+    "nbformat",
+    "papermill",
+)
 
 
 def _bare_image(folder):
@@ -30,10 +40,20 @@ def _bare_image(folder):
 @pytest.mark.slow
 def test_gpu_script_on_cpu_smoke(tmp_path):
     out = tmp_path / "results"
-    cmd = [sys.executable, str(ROOT / "scripts" / "gpu_run.py"), "--device", "cpu", "--smoke",
-           "--out", str(out), "--phases", "ceilings,notebook06,seed"]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                       env=_bare_image(tmp_path / "image"))
+    cmd = [
+        sys.executable,
+        str(ROOT / "scripts" / "gpu_run.py"),
+        "--device",
+        "cpu",
+        "--smoke",
+        "--out",
+        str(out),
+        "--phases",
+        "ceilings,notebook06,seed",
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, env=_bare_image(tmp_path / "image")
+    )
     phases = json.loads((out / "phases.json").read_text())
     assert r.returncode == 0, (phases, r.stdout[-3000:], r.stderr[-3000:])
     assert list(phases) == ["ceilings", "notebook06", "seed"] and all(
@@ -70,6 +90,40 @@ def test_gpu_script_on_cpu_smoke(tmp_path):
     assert not (
         out / "cudagraphs.json"
     ).exists()  # a CPU run never replaces the GPU's CUDA-graph record
+    # reduce-overhead with checkpointing (pytorch#154306) is GPU-only: skipped, said why, no file
+    records = json.loads((out / "notebook06" / "records.json").read_text())
+    skipped = records["ac_reduce_overhead"]
+    assert skipped["ran_here"] is False and "GPU" in skipped["why_not"]
+    assert not skipped["variants"] and not (out / "ac_reduce_overhead.json").exists()
+
+
+def _gpu_run_module():
+    spec = importlib.util.spec_from_file_location("gpu_run", ROOT / "scripts" / "gpu_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook06_files_come_from_gpu_measurements_only():
+    files = _gpu_run_module().notebook06_files
+    variant = {"works": False, "ms": None, "error": "RuntimeError: ...", "cuda_graphs": 1}
+    gpu = {
+        "activation_checkpointing": {"rows": []},
+        "cudagraphs_ran_here": True,
+        "cudagraphs": {"variants": {"a": variant}},
+        "ac_reduce_overhead": {"ran_here": True, "variants": {"b": variant}},
+    }
+    assert files(gpu) == {
+        "activation_checkpointing.json": gpu["activation_checkpointing"],
+        "cudagraphs.json": gpu["cudagraphs"],
+        "ac_reduce_overhead.json": gpu["ac_reduce_overhead"],
+    }
+    cpu = {
+        **gpu,
+        "cudagraphs_ran_here": False,
+        "ac_reduce_overhead": {"ran_here": False, "why_not": "no GPU", "variants": {}},
+    }
+    assert list(files(cpu)) == ["activation_checkpointing.json"]
 
 
 def test_unknown_phase_is_a_usage_error(tmp_path):

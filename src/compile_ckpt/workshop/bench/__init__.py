@@ -14,10 +14,26 @@ table, verdict and files) and :mod:`.routes` (one fresh process per compiler-cac
 """
 
 from .profiles import PROFILES, WORKLOAD_LABELS, profiles, resolve_profile
-from .results import CLAIM, load_results, pooled_table, summarize, verdict
+from .results import CLAIM, compare, interval, load_results, pooled_table, summarize, verdict
 from .routes import cli, run_routes
 from .timing import measure, measure_ceilings, speedup_interval, tensor_cores
 
-__all__ = ["CLAIM", "PROFILES", "WORKLOAD_LABELS", "cli", "load_results", "measure",
-           "measure_ceilings", "pooled_table", "profiles", "resolve_profile", "run_routes",
-           "speedup_interval", "summarize", "tensor_cores", "verdict"]
+__all__ = [
+    "CLAIM",
+    "PROFILES",
+    "WORKLOAD_LABELS",
+    "cli",
+    "compare",
+    "interval",
+    "load_results",
+    "measure",
+    "measure_ceilings",
+    "pooled_table",
+    "profiles",
+    "resolve_profile",
+    "run_routes",
+    "speedup_interval",
+    "summarize",
+    "tensor_cores",
+    "verdict",
+]

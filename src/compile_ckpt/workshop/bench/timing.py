@@ -38,10 +38,12 @@ def _compiler_counters() -> dict[str, int]:
     from torch._dynamo.utils import counters
 
     aot = counters["aot_autograd"]
-    return {"unique_graphs": int(counters["stats"]["unique_graphs"]),
-            "graph_breaks": int(sum(counters["graph_break"].values())),
-            "cache_hits": int(aot["autograd_cache_hit"]),  # compiled graphs found in a cache
-            "cache_misses": int(aot["autograd_cache_miss"])}
+    return {
+        "unique_graphs": int(counters["stats"]["unique_graphs"]),
+        "graph_breaks": int(sum(counters["graph_break"].values())),
+        "cache_hits": int(aot["autograd_cache_hit"]),  # compiled graphs found in a cache
+        "cache_misses": int(aot["autograd_cache_miss"]),
+    }
 
 
 def warm_up(step: TrainingStep, steps: int) -> dict[str, Any]:
@@ -59,18 +61,27 @@ def warm_up(step: TrainingStep, steps: int) -> dict[str, Any]:
     first, after_first = time.perf_counter() - t0, _compiler_counters()
     losses += [float(step()) for _ in range(steps - 1)]
     now = _compiler_counters()
-    return {"first_step_s": first, "losses": losses, **now,
-            "peak_mem_mb": torch.cuda.max_memory_allocated(step.device) / 2**20 if cuda else None,
-            "recompiles": now["unique_graphs"] - after_first["unique_graphs"]}
+    return {
+        "first_step_s": first,
+        "losses": losses,
+        **now,
+        "peak_mem_mb": torch.cuda.max_memory_allocated(step.device) / 2**20 if cuda else None,
+        "recompiles": now["unique_graphs"] - after_first["unique_graphs"],
+    }
 
 
-def interleave(steps: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
-               per_repeat: int, progress: bool = False) -> dict[str, list[float]]:
+def interleave(
+    steps: dict[str, Callable[[], Any]],
+    device: torch.device,
+    repeats: int,
+    per_repeat: int,
+    progress: bool = False,
+) -> dict[str, list[float]]:
     """Seconds per step of each function, ``repeats`` times, taking turns and rotating who
     goes first."""
     names, times = list(steps), {n: [] for n in steps}
     for r in tqdm(range(repeats), desc="interleaved repeats", disable=not progress, leave=False):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             synchronize(device)
             t0 = time.perf_counter()
             for _ in range(per_repeat):
@@ -80,8 +91,9 @@ def interleave(steps: dict[str, Callable[[], Any]], device: torch.device, repeat
     return times
 
 
-def speedup_interval(eager: list[float], compiled: list[float], n: int = 2000, seed: int = 0
-                     ) -> tuple[float, float, float]:
+def speedup_interval(
+    eager: list[float], compiled: list[float], n: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Median of the paired per-repeat ratios eager/compiled, and its bootstrap 95% interval."""
     ratios = [e / c for e, c in zip(eager, compiled, strict=True)]
     rng = random.Random(seed)
@@ -89,8 +101,9 @@ def speedup_interval(eager: list[float], compiled: list[float], n: int = 2000, s
     return statistics.median(ratios), boot[int(0.025 * n)], boot[int(0.975 * n) - 1]
 
 
-def measure(profile: Profile, route: str, device: torch.device, progress: bool = False
-            ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+def measure(
+    profile: Profile, route: str, device: torch.device, progress: bool = False
+) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Every variant, dtype and mode of ``profile`` in this process (``route`` labels it; the
     regional route measures eager against block-wise compilation): rows and step times."""
     modes = (EAGER, REGIONAL) if route == REGIONAL else profile.modes
@@ -102,8 +115,9 @@ def measure(profile: Profile, route: str, device: torch.device, progress: bool =
                 torch._dynamo.reset()
                 steps = {m: TrainingStep(task, m, dtype, device) for m in modes}
                 warm = {m: warm_up(s, profile.warmup_steps) for m, s in steps.items()}
-                times = interleave(steps, device, profile.repeats, profile.steps_per_repeat,
-                                   progress)
+                times = interleave(
+                    steps, device, profile.repeats, profile.steps_per_repeat, progress
+                )
                 for m in modes:
                     step_times["/".join(x for x in (variant, dtype, m) if x)] = times[m]
                     rows.append(_row(profile, route, (variant, dtype, m), task, warm, times))
@@ -111,23 +125,43 @@ def measure(profile: Profile, route: str, device: torch.device, progress: bool =
     return rows, step_times
 
 
-def _row(p: Profile, route: str, what: tuple[str, str, str], task: Task, warm: dict[str, Any],
-         times: dict[str, list[float]]) -> dict[str, Any]:
+def _row(
+    p: Profile,
+    route: str,
+    what: tuple[str, str, str],
+    task: Task,
+    warm: dict[str, Any],
+    times: dict[str, list[float]],
+) -> dict[str, Any]:
     variant, dtype, mode = what
     med = statistics.median(times[mode])
     q = statistics.quantiles(times[mode], n=4) if len(times[mode]) > 1 else [med] * 3
-    diff = max(abs(a - b) / max(abs(a), 1e-12)
-               for a, b in zip(warm[EAGER]["losses"], warm[mode]["losses"], strict=True))
+    diff = max(
+        abs(a - b) / max(abs(a), 1e-12)
+        for a, b in zip(warm[EAGER]["losses"], warm[mode]["losses"], strict=True)
+    )
     rtol = LOSS_RTOL.get(dtype, 1e-3)
     counted = ("graph_breaks", "recompiles", "cache_hits", "cache_misses", "peak_mem_mb")
-    return {"workload": p.workload, "profile": p.name, "route": route, "variant": variant or "-",
-            "dtype": dtype, "mode": mode, "first_step_s": warm[mode]["first_step_s"],
-            "median_ms": med * 1e3, "p25_ms": q[0] * 1e3, "p75_ms": q[2] * 1e3,
-            f"{task.unit}_per_s": task.items_per_step / med,
-            "achieved_tflops": task.flops_per_step / med / 1e12, "loss_max_rel_diff": diff,
-            "loss_rtol": rtol, "loss_agrees": diff <= rtol,
-            **{k: warm[mode][k] for k in counted},
-            "eager_times_s": times[EAGER], "times_s": times[mode]}
+    return {
+        "workload": p.workload,
+        "profile": p.name,
+        "route": route,
+        "variant": variant or "-",
+        "dtype": dtype,
+        "mode": mode,
+        "first_step_s": warm[mode]["first_step_s"],
+        "median_ms": med * 1e3,
+        "p25_ms": q[0] * 1e3,
+        "p75_ms": q[2] * 1e3,
+        f"{task.unit}_per_s": task.items_per_step / med,
+        "achieved_tflops": task.flops_per_step / med / 1e12,
+        "loss_max_rel_diff": diff,
+        "loss_rtol": rtol,
+        "loss_agrees": diff <= rtol,
+        **{k: warm[mode][k] for k in counted},
+        "eager_times_s": times[EAGER],
+        "times_s": times[mode],
+    }
 
 
 def measure_ceilings(device: str | torch.device = "auto") -> dict[str, float]:
