@@ -9,13 +9,14 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 import torch
@@ -71,6 +72,51 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return platform.processor() or platform.machine()
+
+
+class CompilerCheck(NamedTuple):
+    """What :func:`cxx_compiler_check` found: the compiler (its path, or the name tried), whether
+    it compiled a test program, and what happened, in words."""
+
+    compiler: str | None
+    works: bool
+    detail: str
+
+
+def _first_line(proc: subprocess.CompletedProcess[str]) -> str:
+    message = (proc.stderr or proc.stdout or "").strip().splitlines()
+    return f"exit status {proc.returncode}: " + (message[0][:200] if message else "no message")
+
+
+def cxx_compiler_check(timeout: float = 120.0) -> CompilerCheck:
+    """The C++ compiler TorchInductor would use on a CPU, found as Inductor finds it (the first
+    of ``torch._inductor.config.cpp.cxx`` -- ``$CXX``, else ``g++`` -- that answers
+    ``--version``), and whether it compiles a one-line program."""
+    from torch._inductor import config as inductor_config
+
+    cxx = inductor_config.cpp.cxx
+    names = [c for c in (cxx if isinstance(cxx, (list, tuple)) else (cxx,)) if c]
+    tried, last = [], names[-1] if names else None
+    for name in names:
+        path = shutil.which(name)
+        last = path or name
+        if path is None:
+            tried.append(f"{name}: not found")
+            continue
+        proc = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:  # Inductor rejects a compiler that fails here
+            tried.append(f"{path} --version failed ({_first_line(proc)})")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "check.cpp").write_text("int main() { return 0; }\n")
+            proc = subprocess.run([path, "check.cpp", "-o", "check"], cwd=tmp,
+                                  capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            return CompilerCheck(path, False, f"compiling a test program failed "
+                                              f"({_first_line(proc)})")
+        return CompilerCheck(path, True, "compiled a test program")
+    return CompilerCheck(last, False,
+                         "; ".join(tried) or "torch._inductor.config.cpp.cxx names no compiler")
 
 
 def shipped(kind: str) -> Path:
