@@ -3,8 +3,10 @@
 ``make install`` runs this first: ``python scripts/torch_build.py [pip options]``. It asks pip
 to resolve requirements.txt's torch pin with the same options (``--dry-run``: wheel metadata
 only, no download) and prints the build (CPU or CUDA), where it comes from, its size and how to
-choose the CPU build instead. Standard library only; it never fails the install: if pip cannot
-resolve, it says so and pip's own install reports the cause.
+choose the CPU build instead. Standard library only. It stops the install (exit 2) only when
+the package index cannot be reached, in one line, before pip's own retries would print a
+warning per download; if pip cannot resolve for another reason, it says so and pip's own
+install reports the cause.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CPU_INDEX = ('PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu '
-             '--extra-index-url https://pypi.org/simple"')
+CPU_INDEX = 'PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"'
+#: What pip prints when it cannot connect (refused, proxy, DNS, timeout).
+UNREACHABLE = re.compile(r"NewConnectionError|ProxyError|ConnectTimeout|Connection refused|"
+                         r"Name or service not known|Temporary failure in name resolution|"
+                         r"Network is unreachable|Read timed out")
 #: Measured on this project's Linux machine with torch 2.13.0 (the README's table shows them).
 MEASURED = {"CPU": "754 MB installed; the whole .venv 1.8 GB",
             "CUDA": "3.9 GB installed with NVIDIA's libraries; the whole .venv 5.6 GB"}
@@ -33,17 +38,39 @@ def torch_pin() -> str:
     raise SystemExit("requirements.txt pins no torch")
 
 
+class Unreachable(Exception):
+    """pip could not connect to a package index; the message says which and why."""
+
+
+def indexes(pip_args: list[str]) -> list[str]:
+    """The index URLs named in ``pip_args`` (``--index-url``/``-i``, ``--extra-index-url``)."""
+    found = []
+    for i, arg in enumerate(pip_args):
+        for flag in ("--index-url", "-i", "--extra-index-url"):
+            if arg == flag and i + 1 < len(pip_args):
+                found.append(pip_args[i + 1])
+            elif arg.startswith(flag + "="):
+                found.append(arg.split("=", 1)[1])
+    return found
+
+
 def resolve(pip_args: list[str]) -> dict | None:
     """pip's installation report for the torch pin alone; ``{}`` when it is installed already,
-    None when pip could not resolve it (no network, no such build)."""
+    None when pip could not resolve it (no such build); :class:`Unreachable` when pip could
+    not connect."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--quiet",
-               "--disable-pip-version-check", "--report", str(report), *pip_args, torch_pin()]
+               "--disable-pip-version-check", "--retries", "1", "--timeout", "15", "--report",
+               str(report), *pip_args, torch_pin()]
         try:
             done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         except (OSError, subprocess.TimeoutExpired):
             return None
+        if done.returncode != 0 and UNREACHABLE.search(done.stderr):
+            why = UNREACHABLE.search(done.stderr).group(0)
+            where = ", ".join(indexes(pip_args)) or "the index pip is configured with"
+            raise Unreachable(f"{where}: {why}")
         if done.returncode != 0 or not report.exists():
             return None
         install = json.loads(report.read_text()).get("install", [])
@@ -102,7 +129,13 @@ def describe(item: dict) -> list[str]:
 
 
 def main(pip_args: list[str]) -> int:
-    item = resolve(pip_args)
+    try:
+        item = resolve(pip_args)
+    except Unreachable as err:
+        print(f"torch: cannot reach the package index ({err}); nothing was installed. Check the "
+              "network or the proxy (HTTPS_PROXY; `pip config list` shows pip's settings), or "
+              "PIP_ARGS.", file=sys.stderr)
+        return 2
     if item is None:
         lines = [f"torch: pip could not resolve {torch_pin()} with PIP_ARGS={' '.join(pip_args)!r}"
                  " (no network, or no such build); the install below says why."]

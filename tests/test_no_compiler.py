@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from compile_ckpt.workshop.env import cxx_compiler_check
 from compile_ckpt.workshop.runner import load_parameter_files, notebooks_in, plan, run_notebook
 from conftest import ROOT
 from test_notebooks import CHECKS, GPU
@@ -26,7 +25,8 @@ def broken_compiler(monkeypatch, tmp_path):
     """The kernel papermill starts, and every process it starts, finds a compiler that fails."""
     monkeypatch.setenv("CXX", "/bin/false")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "empty-inductor-cache"))
-    assert not cxx_compiler_check().works
+    # (Inductor reads $CXX when it is imported: the kernels see it, this process need not;
+    # notebook 00's records below show the kernel found no working compiler)
 
 
 def run(path: Path, files: dict, tmp_path: Path) -> dict:

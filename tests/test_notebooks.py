@@ -39,6 +39,7 @@ def check_00(r: dict[str, Any]) -> None:
     # with a working compiler, Inductor compiled the call and the verdict says all runs
     assert r["backend_used"] == r["compile_backend"] == "inductor" and not r["compile_error"]
     assert r["inductor_ok"] is True and "no-compiler.yaml" not in r["verdict"]
+    assert r["same_checkout"] is True  # the kernel runs this checkout's code
 
 
 def check_01(r: dict[str, Any]) -> None:
@@ -422,24 +423,45 @@ def test_notebook_runs_and_teaches_what_it_says(path, tmp_path):
     CHECKS[path.stem](run.records)
 
 
-def test_the_kernel_check_names_the_fix_when_the_project_is_missing():
-    """Notebook 00's first cell runs in any kernel; without the package it prints the exact fix."""
+def _kernel_cell(prelude: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Notebook 00's kernel check, run as a script after ``prelude``, in ``cwd``."""
     nb = json.loads((NOTEBOOKS / "00_check_setup.ipynb").read_text())
     cell = next(
         "".join(c["source"])
         for c in nb["cells"]
         if 'import_module("compile_ckpt.workshop")' in "".join(c["source"])
     )
-    blocker = "import sys; sys.modules['compile_ckpt'] = None\n"
-    r = subprocess.run(
-        [sys.executable, "-c", blocker + "expected_torch = '0.0.0'\n" + cell],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return subprocess.run([sys.executable, "-c", prelude + cell], capture_output=True, text=True,
+                          timeout=120, cwd=cwd)
+
+
+def test_the_kernel_check_names_the_fix_when_the_project_is_missing(tmp_path):
+    """Notebook 00's first cell runs in any kernel; without the package it prints the exact fix,
+    with the index options this environment was installed with (``.venv/.pip-args``)."""
+    (tmp_path / ".pip-args").write_text("--extra-index-url file:///mirror\n")
+    blocker = (f"import sys; sys.modules['compile_ckpt'] = None; sys.prefix = {str(tmp_path)!r}\n"
+               "expected_torch = '0.0.0'\n")
+    r = _kernel_cell(blocker, NOTEBOOKS)
     assert r.returncode != 0 and "This kernel cannot run the workshop" in r.stdout
-    assert f"{sys.executable} -m pip install -r requirements.txt -e '.[workshop]'" in r.stdout
-    assert "Python (compile-ckpt)" in r.stdout
+    assert (f"{sys.executable} -m pip install --extra-index-url file:///mirror -r "
+            "requirements.txt -e '.[workshop]'") in r.stdout
+    assert "Python (compile-ckpt" in r.stdout
+
+
+def test_the_kernel_check_says_which_checkout_it_runs(tmp_path):
+    """A notebook opened in another checkout than its kernel's code is warned, naming both; the
+    torch-version note adds PyTorch's CPU index to the indexes in use instead of replacing them."""
+    here = _kernel_cell("expected_torch = '0.0.0'\n", NOTEBOOKS)
+    assert here.returncode == 0, here.stderr
+    assert str(ROOT) in here.stdout and "WARNING" not in here.stdout
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu torch==0.0.0" in here.stdout
+    other = tmp_path / "other-checkout"
+    (other / "notebooks").mkdir(parents=True)
+    (other / "pyproject.toml").write_text("")
+    there = _kernel_cell("expected_torch = '0.0.0'\n", other / "notebooks")
+    assert there.returncode == 0, there.stderr
+    warning = next(line for line in there.stdout.splitlines() if line.startswith("WARNING"))
+    assert str(other) in warning and str(ROOT) in warning
 
 
 @pytest.mark.slow

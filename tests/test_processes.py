@@ -42,6 +42,23 @@ def _gone(pids: list[int], within: float = 15.0) -> bool:
     return False
 
 
+def test_an_owner_killed_outright_leaves_nothing_running(tmp_path):
+    """SIGKILL runs no handler: the psutil watchdog kills the command's tree."""
+    marker = tmp_path / "pid"
+    owner_code = ("import sys; from compile_ckpt.workshop.env import run_process; "
+                  f"run_process([sys.executable, '-c', {TREE!r}, {str(marker)!r}], timeout=600)")
+    owner = subprocess.Popen([sys.executable, "-c", owner_code])
+    deadline = time.time() + 60
+    while not marker.exists() or not marker.read_text():
+        assert time.time() < deadline and owner.poll() is None
+        time.sleep(0.1)
+    command = [c.pid for c in psutil.Process(owner.pid).children()
+               if str(marker) in " ".join(c.cmdline())]
+    owner.kill()
+    owner.wait()
+    assert command and _gone([*command, int(marker.read_text())])
+
+
 def test_timeout_kills_the_tree(tmp_path):
     marker = tmp_path / "pid"
     with pytest.raises(TimeoutError, match="did not finish in 2s"):

@@ -4,7 +4,6 @@ solutions are, and a bounded subprocess runner whose children never outlive it."
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.metadata
 import importlib.util
 import os
@@ -12,6 +11,7 @@ import platform
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -176,9 +176,32 @@ def kill_tree_on_signals(pid: int) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux only)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed with its parent
+#: A watchdog process (psutil only, so it starts in a fraction of a second): when the owner ends
+#: while the command still runs -- killed outright, where no handler runs -- it kills the
+#: command's whole tree; it ends on its own when the command does.
+_WATCHDOG = """
+import contextlib, os, signal, sys, time
+import psutil
+owner, command = (psutil.Process(int(pid)) for pid in sys.argv[1:3])
+while owner.is_running() and owner.status() != psutil.STATUS_ZOMBIE:
+    if not command.is_running() or command.status() == psutil.STATUS_ZOMBIE:
+        sys.exit(0)
+    time.sleep(0.5)
+with contextlib.suppress(psutil.Error):
+    procs = [*command.children(recursive=True), command]
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+with contextlib.suppress(OSError):
+    os.killpg(command.pid, signal.SIGKILL)
+"""
+
+
+def _watch(pid: int) -> subprocess.Popen[bytes]:
+    """Start the watchdog of ``pid`` for this process (see ``_WATCHDOG``)."""
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(pid)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
@@ -188,14 +211,13 @@ def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | 
     Output goes to a temporary file, not a pipe (a stray grandchild could hold a pipe open
     forever). Nothing the command started outlives this call: its whole tree is killed on
     timeout (then ``TimeoutError`` with the output's tail), on an exception, on SIGTERM or
-    SIGHUP to this process, and on return; if this process is killed outright, the command
-    gets SIGKILL from the kernel.
+    SIGHUP to this process, and on return; if this process is killed outright, a watchdog
+    process kills the command's tree.
     """
     with tempfile.TemporaryFile("w+") as logfile:
-        linux = platform.system() == "Linux"
         proc = subprocess.Popen(list(cmd), stdout=logfile, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, env=dict(env) if env is not None else None,
-                                preexec_fn=_die_with_parent if linux else None)
+                                start_new_session=True, env=dict(env) if env is not None else None)
+        watchdog = _watch(proc.pid)
         try:
             with kill_tree_on_signals(proc.pid):
                 proc.wait(timeout=max(timeout, 0.0))
@@ -206,5 +228,7 @@ def run_process(cmd: Sequence[str], *, timeout: float, env: Mapping[str, str] | 
                                f"its processes were killed.\n{logfile.read()[-3000:]}") from None
         finally:
             kill_process_tree(proc.pid)
+            watchdog.kill()
+            watchdog.wait()
         logfile.seek(0)
         return proc.returncode, logfile.read()
