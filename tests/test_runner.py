@@ -360,3 +360,94 @@ def test_html_pages_show_the_lesson_as_it_ended(tmp_path):
     assert "steps: 100%|" in page and "3/3" in page and "steps:   0%" not in page
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["notebooks"][0]["records"] == {"secret_value": 1}
+
+
+# ------------------------------------------------------------- run folders are claims
+def test_two_runs_in_the_same_second_never_share_a_folder(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from compile_ckpt.workshop.runner import claim_folder
+
+    monkeypatch.chdir(tmp_path)
+    same = dt.datetime(2026, 12, 3, 10, 0, 0, tzinfo=dt.UTC)
+    first, second = claim_folder(None, same), claim_folder(None, same)
+    assert first != second and first.parent == second.parent == (tmp_path / "runs").resolve()
+
+
+def test_a_second_run_into_a_used_out_is_refused_and_the_first_kept(tmp_path, capsys):
+    folder, out = tmp_path / "nbs", tmp_path / "out"
+    notebook(folder, "00_ok")
+    assert main(["--notebooks", str(folder), "--out", str(out)]) == 0
+    kept = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(["--notebooks", str(folder), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0]
+    assert (out / "summary.json").read_bytes() == kept
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["--notebooks", str(folder), "--out", str(empty)]) == 0  # an empty one is fine
+
+
+# ------------------------------------------------------- input errors: exit 2, one line
+@pytest.mark.parametrize("value", ["[1", '!!python/object/apply:os.system ["touch pwned"]'])
+def test_a_bad_value_is_one_line_and_exit_2_before_anything_runs(tmp_path, capsys, value,
+                                                                 monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "nbs"
+    notebook(folder, "00_ok", params='s: str = "a"  # text')
+    out = tmp_path / "out"
+    assert main(["--notebooks", str(folder), "--out", str(out), "-p", "s", value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "-p s" in err[0] and "Traceback" not in err[0]
+    assert not out.exists() and not (tmp_path / "pwned").exists()
+
+
+def test_an_emoji_written_by_json_dumps_reaches_the_notebook_and_a_lone_half_is_refused(
+        tmp_path, capsys):
+    folder = tmp_path / "nbs"
+    notebook(folder, "00_ok", params='s: str = "a"  # text', body=RECORD + "record('s', s)")
+    params = tmp_path / "p.yaml"
+    params.write_text(json.dumps({"all": {"s": "smile \U0001F600"}}))  # "\ud83d\ude00"
+    assert main(["--notebooks", str(folder), "--out", str(tmp_path / "o"), "-f", str(params)]) == 0
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["notebooks"][0]["records"]["s"] == "smile \U0001F600"
+    capsys.readouterr()
+    params.write_text('{"all": {"s": "half \\ud83d"}}')
+    assert main(["--notebooks", str(folder), "--out", str(tmp_path / "o2"), "-f",
+                 str(params)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "surrogate" in err[0] and not (tmp_path / "o2").exists()
+
+
+# ----------------------------------------------------------------- reports are escaped
+HOSTILE = "bad | row <script>alert(1)</script> <img src=x onerror=alert(2)> ``` end"
+
+
+def test_summary_md_escapes_every_cell_and_fences_errors_safely(tmp_path):
+    folder, out = tmp_path / "nbs", tmp_path / "out"
+    notebook(folder, "00_hostile", body=RECORD + f"record('note', {HOSTILE[:58]!r})\n"
+             f"raise RuntimeError({HOSTILE!r})")
+    assert main(["--notebooks", str(folder), "--out", str(out)]) == 1
+    md = (out / "summary.md").read_text()
+    row = next(line for line in md.splitlines() if line.startswith("| [00_hostile]"))
+    assert len(re.findall(r"(?<!\\)\|", row)) == 5  # the row's own five bars, no more
+    assert "<script>" not in md.split("## Not ok")[0] and "<img" not in md.split("## Not ok")[0]
+    fence = re.search(r"^  (`{4,})text$", md, re.M)
+    assert fence, "the error's fence is longer than the backticks inside it"
+    body = md.split(fence.group(0), 1)[1]
+    assert HOSTILE in body and body.index(HOSTILE) < body.index(f"  {fence.group(1)}\n")
+    index = (out / "index.html").read_text()
+    assert "<script>" not in index and "<img" not in index
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["versions"]["torch"] in index
+    assert (summary["git_commit"][:10] or "?") in index
+
+
+def test_the_runner_has_a_console_script():
+    from importlib.metadata import entry_points
+
+    from compile_ckpt.workshop import runner
+
+    [script] = [e for e in entry_points(group="console_scripts") if e.name == "compile-ckpt-run"]
+    assert script.load() is runner.main

@@ -181,6 +181,35 @@ def notebooks_in(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob("[0-9][0-9]_*.ipynb"))
 
 
+def _text(value: Any, where: str) -> Any:
+    """``value`` with every string made valid text: a surrogate pair (what ``json.dumps`` writes
+    for an emoji, which YAML reads as two halves) joined into its character; a lone half
+    refused, naming ``where``."""
+    if isinstance(value, str):
+        try:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16")
+        except UnicodeError:
+            raise RunnerError(f"{where}: {value!r} holds a lone surrogate, not text") from None
+    if isinstance(value, list):
+        return [_text(v, where) for v in value]
+    if isinstance(value, dict):
+        return {_text(k, where): _text(v, where) for k, v in value.items()}
+    return value
+
+
+def yaml_value(name: str, text: str) -> Any:
+    """A ``-p NAME VALUE`` value read as YAML (safely: tags never run); ``RunnerError`` in one
+    line when it is not YAML or not text."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RunnerError(f"-p {name}: {text!r} is not a YAML value "
+                          f"({one_line(str(exc), 160)})") from None
+    return _text(value, f"-p {name}")
+
+
 def load_parameter_files(files: list[str]) -> dict[str, dict[str, Any]]:
     """``{"all" | notebook stem or number: {name: value}}`` merged from YAML files, later wins."""
     import yaml
@@ -188,9 +217,9 @@ def load_parameter_files(files: list[str]) -> dict[str, dict[str, Any]]:
     merged: dict[str, dict[str, Any]] = {}
     for f in files:
         try:
-            data = yaml.safe_load(Path(f).read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise RunnerError(f"-f {f}: cannot read it ({exc})") from None
+            data = _text(yaml.safe_load(Path(f).read_text(encoding="utf-8")) or {}, f"-f {f}")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise RunnerError(f"-f {f}: cannot read it ({one_line(str(exc), 200)})") from None
         if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
             raise RunnerError(f"-f {f}: expected a mapping of notebook (or 'all') to a mapping "
                               "of parameters")
@@ -242,7 +271,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m compile_ckpt.workshop.runner",
                                  description="Run the notebooks with papermill; summarise them.")
     ap.add_argument("--notebooks", default="notebooks", help="folder of NN_name.ipynb notebooks")
-    ap.add_argument("--out", default=None, help="output folder (default runs/<UTC timestamp>)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default runs/<UTC timestamp>); one that holds a run "
+                         "already is refused")
     ap.add_argument("--only", nargs="*", default=[], help="notebook name prefixes (e.g. 00 03)")
     ap.add_argument("-f", "--parameters-file", action="append", default=[],
                     help="YAML parameter file (repeatable)")
@@ -255,10 +286,41 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+CLAIM = ".run"  # created exclusively in a run folder: two runs never share one
+
+
+def claim_folder(out: str | None, started: dt.datetime) -> Path:
+    """The run's folder, claimed for it alone: the default ``runs/<UTC timestamp>`` (``-2``,
+    ``-3``, … when a run started in the same second holds it), or ``out``, refused
+    (``RunnerError``) when it holds a run already. ``OSError``: it cannot be written."""
+    if out is None:
+        base = (Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            (folder / CLAIM).touch(exist_ok=False)
+            return folder
+        raise RunnerError(f"{base}: 999 runs started in this second already")
+    folder = Path(out).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    held = [n for n in (CLAIM, "summary.json") if (folder / n).exists()]
+    held += [p.name for p in folder.glob("*.ipynb")][:1]
+    if not held:
+        try:
+            (folder / CLAIM).touch(exist_ok=False)
+            return folder
+        except FileExistsError:
+            held = [CLAIM]
+    raise RunnerError(f"--out {folder}: it holds a run already ({held[0]}); nothing was "
+                      "changed. Choose a new folder, or delete that one first")
+
+
 def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path]:
     """What to run and where, or ``RunnerError``/``OSError``: nothing runs."""
-    import yaml
-
     folder = Path(args.notebooks)
     if not folder.is_dir():
         raise RunnerError(f"--notebooks {folder}: no such folder")
@@ -267,14 +329,11 @@ def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path
     if not chosen:
         raise RunnerError(f"no notebook matches {args.only or 'NN_*.ipynb'} in {folder}; there "
                           f"are {[nb.stem for nb in found] or 'none'}")
-    overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+    overrides = {name: yaml_value(name, value) for name, value in args.parameter}
     todo = plan(chosen, load_parameter_files(args.parameters_file), overrides, found)
-    out = Path(args.out or Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
-    if not args.check:  # a check writes nothing
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".writable").write_text("")
-        (out / ".writable").unlink()
-    return todo, out
+    if args.check:  # a check writes nothing
+        return todo, Path(args.out or "runs").resolve()
+    return todo, claim_folder(args.out, started)
 
 
 def devices(todo: Plan) -> tuple[str, str]:

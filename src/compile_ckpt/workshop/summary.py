@@ -7,6 +7,7 @@ import dataclasses
 import html
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,24 @@ def git_commit() -> str:
         return ""
 
 
+def md_cell(text: str) -> str:
+    """``text`` safe in a Markdown table cell: one line, HTML escaped, ``|`` escaped."""
+    return html.escape(" ".join(str(text).split()), quote=False).replace("|", "\\|")
+
+
+def md_fence(text: str) -> list[str]:
+    """``text`` as a fenced block that no backticks inside it can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return [f"  {fence}text", *(f"  {line}" for line in text.splitlines()), f"  {fence}"]
+
+
+def run_line(meta: dict[str, Any]) -> str:
+    """``<finished> UTC, commit <sha>, torch <version>.``: the run's first line everywhere."""
+    return (f"{meta['finished_utc']} UTC, commit {meta['git_commit'][:10] or '?'}, torch "
+            f"{meta['versions'].get('torch')}.")
+
+
 def _shown(records: dict[str, Any]) -> dict[str, str]:
     """The scalar records, formatted for a table."""
     return {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in records.items()
@@ -75,20 +94,19 @@ def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]
     js.write_text(json.dumps({"schema": SCHEMA, **meta, "notebooks": notebooks}, indent=2,
                              default=str))
     lines = ["# Notebook run summary", "",
-             f"{meta['finished_utc']} UTC, commit {meta['git_commit'][:10] or '?'}, torch "
-             f"{meta['versions'].get('torch')}. {device_line(meta)}", "",
+             md_cell(f"{run_line(meta)} {device_line(meta)}"), "",
              "| notebook | status | wall time (s) | key recorded values |", "|---|---|---|---|"]
     for r in runs:
-        keys = "; ".join(f"{k}={v}" for k, v in _shown(r.records).items()) or "-"
+        keys = md_cell("; ".join(f"{k}={v}" for k, v in _shown(r.records).items()) or "-")
         page = Path(r.output).with_suffix(".html").name
-        status = r.outcome().replace("|", "\\|")
-        lines.append(f"| [{r.name}]({page}) | {status} | {r.wall_s:.1f} | {keys} |")
+        lines.append(f"| [{md_cell(r.name)}]({page}) | {md_cell(r.outcome())} | "
+                     f"{r.wall_s:.1f} | {keys} |")
     failed = [r for r in runs if r.status != "ok"]
     if failed:
         lines += ["", "## Not ok", ""]
         for r in failed:
-            lines += [f"- **{r.name}** {r.headline()}:", "", "  ```text",
-                      *(f"  {line}" for line in r.error.splitlines()), "  ```", ""]
+            lines += [f"- **{md_cell(r.name)}** {md_cell(r.headline())}:", "",
+                      *md_fence(r.error), ""]
     md = out_dir / "summary.md"
     md.write_text("\n".join(lines) + "\n")
     return md, js
@@ -165,7 +183,8 @@ def write_index_html(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;"
         "padding:4px 8px;vertical-align:top}table{border-collapse:collapse}"
         ".status{max-width:60em}</style>"
-        f"<h1>Notebook run {html.escape(out_dir.name)}</h1><p>{html.escape(device_line(meta))}"
+        f"<h1>Notebook run {html.escape(out_dir.name)}</h1>"
+        f"<p>{html.escape(run_line(meta))} {html.escape(device_line(meta))}"
         "</p><table><tr><th>notebook</th>"
         "<th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
         + "".join(rows) + "</table>", encoding="utf-8")
