@@ -1,5 +1,5 @@
 # Two commands do all the set-up: `make run` and `make test` create .venv on first use (and
-# reinstall when requirements.txt or pyproject.toml change), with this checkout's own Jupyter
+# reinstall when requirements*.txt or pyproject.toml change), with this checkout's own Jupyter
 # kernel "compile-ckpt" inside .venv. Before pip downloads anything, scripts/torch_build.py says which
 # torch build it resolved (CPU or CUDA) and its size. PIP_ARGS passes options to pip, e.g. for
 # the CPU build of torch (on Linux, PyPI's torch is the CUDA build):
@@ -28,7 +28,7 @@ endif
 
 .PHONY: run pages wheel test test-fast lint hooks lab install kernel clean-kernel clean-venv gpu-bench memory-bench pythons torch-versions clean
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@$(MAKE) --no-print-directory install
 	@$(PY) -c "import torch, compile_ckpt.workshop, papermill; print('environment ready: torch', torch.__version__)"
 	@$(MAKE) --no-print-directory kernel
@@ -40,6 +40,7 @@ install:
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) scripts/torch_build.py $(PIP_ARGS)
 	$(PY) -m pip install --disable-pip-version-check --progress-bar on $(PIP_ARGS) -r requirements.txt \
+	  -r requirements-dev.txt \
 	  -e ".[workshop,trainers,test]" 2> >(grep -v "is ignored: it is neither" >&2)
 	@printf '%s\n' "$(PIP_ARGS)" > $(VENV)/.pip-args
 

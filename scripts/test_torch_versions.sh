@@ -21,7 +21,7 @@ if [ ${#versions[@]} -eq 0 ]; then
            | "$PYTHON" -c 'import json,sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])')
   versions=("$oldest" "$newest")
 fi
-pins=$(grep -E '^(numpy|pandas|tqdm|psutil|pyyaml|safetensors|pytest|pytest-timeout|hypothesis|packaging)==' requirements.txt)
+pins=$(grep -E '^(numpy|pandas|tqdm|psutil|pyyaml|safetensors|pytest|pytest-timeout|hypothesis|packaging)==' requirements.txt requirements-dev.txt | cut -d: -f2)
 status=0
 for v in "${versions[@]}"; do
   venv=".venv-torch-$v"

@@ -24,12 +24,13 @@ META = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 def pins() -> dict[str, str]:
     out = {}
-    for line in (ROOT / "requirements.txt").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"requirements.txt: {line!r} is not pinned exactly"
-            out[name.lower()] = version
+    for file in ("requirements.txt", "requirements-dev.txt"):
+        for line in (ROOT / file).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                name, _, version = line.partition("==")
+                assert version, f"{file}: {line!r} is not pinned exactly"
+                out[name.lower()] = version
     return out
 
 
@@ -50,7 +51,12 @@ def test_environment_yml_installs_requirements_and_package():
     deps = env["dependencies"]
     assert "python=3.11" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
-    assert pip == ["-r requirements.txt", "-e .[workshop,trainers,test]"]
+    # both requirement files and the package; PyTorch's CPU index added, never replacing the
+    # default one
+    assert [d for d in pip if not d.startswith("--")] == [
+        "-r requirements.txt", "-r requirements-dev.txt", "-e .[workshop,trainers,test]"]
+    assert [d for d in pip if d.startswith("--")] == [
+        "--extra-index-url https://download.pytorch.org/whl/cpu"]
     assert {re.split(r"[=<>]", d)[0] for d in deps if isinstance(d, str)} <= {"python", "pip"}
 
 
@@ -121,7 +127,7 @@ def hooks() -> dict[str, dict]:
 
 def test_hygiene_runs_in_ci():
     """The pre-commit hooks lint .py and .ipynb and strip notebook outputs; `make test` runs
-    them; each installs its own tool at requirements.txt's pin."""
+    them; each installs its own tool at the pin of the requirements files."""
     assert set(hooks()["ruff"]["types_or"]) == {"python", "jupyter"}
     assert hooks()["nbstripout"]["entry"].startswith("nbstripout")
     for hook in hooks().values():
@@ -129,9 +135,6 @@ def test_hygiene_runs_in_ci():
         [dep] = hook["additional_dependencies"]
         name, version = dep.split("==")
         assert pins()[name] == version, f"{name}: hook {version}, pin {pins()[name]}"
-    makefile = (ROOT / "Makefile").read_text()
-    assert re.search(r"^test: lint$", makefile, re.M) and "pre-commit run --all-files" in makefile
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
     assert "*.ipynb" in META["tool"]["ruff"]["extend-include"]
 
 
@@ -168,20 +171,6 @@ def test_the_hooks_work_in_a_fresh_repository_without_an_activated_venv(tmp_path
     run("git", "add", "-A")
     second = run("git", "commit", "-qm", "x")
     assert second.returncode == 0, second.stdout + second.stderr
-
-
-def test_one_line_length_for_the_whole_project():
-    """100 columns for the library, workshop, tests, scripts and notebook code, by ruff's E501."""
-    ruff = META["tool"]["ruff"]
-    assert ruff["line-length"] == 100 and "E" in ruff["lint"]["select"]
-    assert "E501" not in str(ruff["lint"].get("ignore", [])) + str(ruff["lint"]["per-file-ignores"])
-
-
-def test_the_install_line_has_one_home():
-    """`make install` holds the pip line; the other-Pythons script calls it."""
-    script = (ROOT / "scripts" / "test_pythons.sh").read_text()
-    assert "pip install" not in script and "make --no-print-directory install" in script
-    assert (ROOT / "Makefile").read_text().count("-m pip install") == 1
 
 
 def torch_build():
@@ -233,47 +222,17 @@ def test_the_install_says_which_torch_build_comes_before_downloading(tmp_path, c
     if cuda:
         assert f"the CUDA {cuda} build, with NVIDIA's libraries" in said
         assert "For the CPU build, interrupt (Ctrl-C) and run:" in said
-        assert build.CPU_INDEX in said and build.CPU_INDEX in (ROOT / "README.md").read_text()
+        assert build.CPU_INDEX in said
         assert build.MEASURED["CUDA"] in said
     else:
         assert "the CPU build" in said and build.MEASURED["CPU"] in said and "Ctrl-C" not in said
     assert not (tmp_path / "t").exists()  # a dry run: nothing installed
 
 
-def test_the_install_message_and_the_readme_give_the_same_sizes():
-    import re as re_
-
-    readme = (ROOT / "README.md").read_text()
-    for measured in torch_build().MEASURED.values():
-        for size in re_.findall(r"\d+(?:\.\d+)? [MG]B", measured):
-            assert size in readme, size
-
-
 def test_an_unresolvable_torch_is_said_and_does_not_stop_the_install(tmp_path, capsys):
     assert torch_build().main(["--isolated", "--no-index", "--find-links", str(tmp_path),
                                "--target", str(tmp_path / "t")]) == 0
     assert "pip could not resolve torch==" in capsys.readouterr().out
-
-
-def test_pip_shows_its_progress():
-    install = (ROOT / "Makefile").read_text().split("\ninstall:")[1].split("\n\n")[0]
-    assert "--quiet" not in install and "--progress-bar on" in install
-    assert install.index("scripts/torch_build.py $(PIP_ARGS)") < install.index("-m pip install")
-
-
-def test_the_readme_puts_the_torch_versions_side_by_side():
-    """Pinned, checked on, measured on: one table, each row the fact's own source."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("### Which torch, for what")[1].split("\n\n")[1]
-    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
-    assert f"{pins()['torch']} (CPU build)" in rows and "the pin" in rows[
-        f"{pins()['torch']} (CPU build)"]
-    bench = json.loads((ROOT / "results" / "h200-2026-11-28" / "bench.json").read_text())
-    assert bench["environment"]["torch"] in rows and "GPU results" in rows[
-        bench["environment"]["torch"]]
-    newest = re.search(r"still so in torch (\d+\.\d+\.\d+)", readme).group(1)
-    assert newest in rows and "newest release" in rows[newest]
-    assert f"`{META['project']['dependencies'][0].removeprefix('torch')}`" in rows
 
 
 def test_notebook_times_agree_between_the_readmes():
@@ -292,3 +251,40 @@ def test_notebook_times_agree_between_the_readmes():
     total = re.search(r"\((\d+) min (\d+) s in all,", readme)
     assert abs(int(total[1]) * 60 + int(total[2]) - sum(measured.values())) <= 30, (
         "the per-notebook times and the total come from one run")
+
+
+# The hosts of the default package index, and a project address that was never created: no
+# committed file names them. Spelled in pieces, so that this file does not name them either.
+FORBIDDEN = tuple("".join(parts) for parts in (("pypi", ".org"), ("pythonhosted", ".org"),
+                                                ("github.com/", "compile-ckpt")))
+
+
+def committed_text_files():
+    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                           check=True).stdout.split("\0")
+    for name in filter(None, names):
+        path = ROOT / name
+        if path.is_file():
+            data = path.read_bytes()
+            if b"\0" not in data[:8192]:  # text, not a PNG or a wheel
+                yield name, data.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the git checkout")
+def test_no_committed_file_names_the_default_index_or_an_address_that_does_not_exist():
+    found = [(name, host) for name, text in committed_text_files() for host in FORBIDDEN
+             if host in text]
+    assert not found, found
+
+
+def test_every_relative_link_in_the_docs_points_at_a_file():
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md",
+             ROOT / "notebooks" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if "://" in target or target.startswith(("#", "mailto:")):
+                continue
+            if not (page.parent / target.split("#")[0]).exists():
+                broken.append((page.relative_to(ROOT).as_posix(), target))
+    assert not broken, broken

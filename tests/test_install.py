@@ -24,7 +24,7 @@ def make(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 def test_other_pip_args_for_an_existing_venv_stop_with_how_to_start_over(tmp_path):
     shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
-    for name in ("requirements.txt", "pyproject.toml"):
+    for name in ("requirements.txt", "requirements-dev.txt", "pyproject.toml"):
         (tmp_path / name).write_text("")
     time.sleep(0.01)
     (tmp_path / ".venv").mkdir()

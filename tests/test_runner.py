@@ -233,12 +233,12 @@ def test_a_typo_gets_the_closest_name(tmp_path):
         plan([a], {}, {"ate": 3})  # contained in a name, if none is close
 
 
-def test_the_readme_example_of_a_typo_is_what_the_runner_says(capsys):
+def test_the_documented_example_of_a_typo_is_what_the_runner_says(capsys):
     from conftest import ROOT
 
     assert main(["--notebooks", str(ROOT / "notebooks"), "-p", "epoch", "3", "--check"]) == 2
     said = " ".join(capsys.readouterr().err.removeprefix("runner: error: ").split())
-    assert f"`{said}`" in " ".join((ROOT / "README.md").read_text().split())
+    assert f"`{said}`" in " ".join((ROOT / "docs" / "automation.md").read_text().split())
 
 
 def test_check_prints_the_plan_and_writes_nothing(tmp_path, capsys):

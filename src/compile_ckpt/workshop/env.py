@@ -182,8 +182,18 @@ def kill_tree_on_signals(pid: int) -> Iterator[None]:
 _WATCHDOG = """
 import contextlib, os, signal, sys, time
 import psutil
-owner, command = (psutil.Process(int(pid)) for pid in sys.argv[1:3])
-while owner.is_running() and owner.status() != psutil.STATUS_ZOMBIE:
+def alive(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+owner_pid, command_pid = int(sys.argv[1]), int(sys.argv[2])
+if not alive(command_pid):
+    sys.exit(0)
+command = psutil.Process(command_pid)
+while alive(owner_pid):  # an owner gone before this started counts as gone
     if not command.is_running() or command.status() == psutil.STATUS_ZOMBIE:
         sys.exit(0)
     time.sleep(0.5)
