@@ -255,7 +255,7 @@ def test_notebook_times_agree_between_the_readmes():
 
 # The hosts of the default package index, and a project address that was never created: no
 # committed file names them. Spelled in pieces, so that this file does not name them either.
-FORBIDDEN = tuple("".join(parts) for parts in (("pypi", ".org"), ("pythonhosted", ".org"),
+FORBIDDEN = tuple("".join(parts) for parts in (("pypi", ".org"), ("python", "hosted.org"),
                                                 ("github.com/", "compile-ckpt")))
 
 
