@@ -380,18 +380,67 @@ def test_a_second_run_into_a_used_out_is_refused_and_the_first_kept(tmp_path, ca
     assert main(["--notebooks", str(folder), "--out", str(out)]) == 0
     kept = (out / "summary.json").read_bytes()
     capsys.readouterr()
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
     assert main(["--notebooks", str(folder), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out) in err[0]
     assert (out / "summary.json").read_bytes() == kept
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    assert main(["--notebooks", str(folder), "--out", str(out), "--check"]) == 2  # said there too
+    assert str(out) in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--notebooks", str(folder), "--out", str(empty)]) == 0  # an empty one is fine
 
 
+def test_what_shows_a_folder_holds_a_run(tmp_path):
+    from compile_ckpt.workshop.runner import held_by_a_run
+
+    assert held_by_a_run(tmp_path) is None
+    (tmp_path / "notes.txt").write_text("mine")
+    assert held_by_a_run(tmp_path) is None  # files no run writes do not make it a run's
+    for made in ("00_a.ipynb", "00_a.html", "summary.md", "index.html", "artifacts", ".run"):
+        used = tmp_path / made.replace(".", "_")
+        used.mkdir()
+        (used / made).mkdir() if made == "artifacts" else (used / made).write_text("")
+        assert held_by_a_run(used) == made
+
+
+@pytest.mark.parametrize("out", [None, "out"])
+def test_a_run_folder_is_claimed_even_by_two_at_once(tmp_path, monkeypatch, out):
+    """The claim (creating it, or its .run file, exclusively) is what decides: a second claim
+    of the same folder, even one that looked before the first wrote anything, is refused."""
+    import datetime as dt
+
+    from compile_ckpt.workshop.runner import CLAIM, claim_folder
+
+    monkeypatch.chdir(tmp_path)
+    now = dt.datetime(2026, 12, 3, 10, 0, 0, tzinfo=dt.UTC)
+    first = claim_folder(out, now)
+    assert (first / CLAIM).exists()
+    if out is None:
+        assert [claim_folder(None, now).name for _ in range(2)] == [f"{first.name}-2",
+                                                                   f"{first.name}-3"]
+    else:
+        with pytest.raises(RunnerError, match=f"--out {re.escape(str(first))}: it holds a run"):
+            claim_folder(out, now)
+
+
 # ------------------------------------------------------- input errors: exit 2, one line
-@pytest.mark.parametrize("value", ["[1", '!!python/object/apply:os.system ["touch pwned"]'])
-def test_a_bad_value_is_one_line_and_exit_2_before_anything_runs(tmp_path, capsys, value,
+@pytest.mark.parametrize(("value", "said"), [
+    ("[1", "-p s: '[1' is not a YAML value"),
+    ('!!python/object/apply:os.system ["touch pwned"]', "-p s:"),
+    ('!!python/object/apply:os.system ["touch pwned"]\n', "-p s:"),
+    ("[" * 5000, "-p s:"),  # deeper than PyYAML's recursion: RecursionError before
+    ("2024-13-45", "-p s: '2024-13-45' is not a YAML value"),  # ValueError before
+    ("2024-01-01", "-p s: datetime.date(2024, 1, 1) is a date"),  # quote a date to pass text
+    ("!!binary aGk=", "-p s: b'hi' is a bytes"),
+    ('"\\ud83d"', "-p s: '\\ud83d' holds a lone surrogate"),  # an escape YAML decodes
+    ("\udcff", "-p s:"),  # a byte argv could not decode (surrogateescape)
+    ("3", "parameter 's' must be str, got 3"),
+    ("[a, b]", "parameter 's' must be str, got ['a', 'b']"),
+])
+def test_a_bad_value_is_one_line_and_exit_2_before_anything_runs(tmp_path, capsys, value, said,
                                                                  monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "nbs"
@@ -399,8 +448,28 @@ def test_a_bad_value_is_one_line_and_exit_2_before_anything_runs(tmp_path, capsy
     out = tmp_path / "out"
     assert main(["--notebooks", str(folder), "--out", str(out), "-p", "s", value]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "-p s" in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and said in err[0] and "Traceback" not in err[0]
     assert not out.exists() and not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "runs").exists()  # nor the default one
+    assert main(["--notebooks", str(folder), "-p", "s", value]) == 2
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("all: {s: [[[[" + "[" * 5000 + "}", "cannot read it"),
+    ("all: {s: 2024-13-45}", "cannot read it"),
+    ("all: {s: !!python/object/apply:os.system [touch pwned]}", "cannot read it"),
+    ("all: {s: !!set {a}}", "is a set"),
+    ("all: {s: 1}", "parameter 's' must be str, got 1"),
+    (json.dumps({"all": {"s\ud83d": "x"}}), "lone surrogate"),  # in a name, too
+])
+def test_a_bad_parameter_file_is_one_line_and_exit_2(tmp_path, capsys, text, said, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notebook(tmp_path / "nbs", "00_ok", params='s: str = "a"  # text')
+    (tmp_path / "p.yaml").write_text(text)
+    assert main(["--notebooks", "nbs", "--out", "out", "-f", "p.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and "Traceback" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nbs", "p.yaml"]
 
 
 def test_an_emoji_written_by_json_dumps_reaches_the_notebook_and_a_lone_half_is_refused(
@@ -412,6 +481,12 @@ def test_an_emoji_written_by_json_dumps_reaches_the_notebook_and_a_lone_half_is_
     assert main(["--notebooks", str(folder), "--out", str(tmp_path / "o"), "-f", str(params)]) == 0
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["notebooks"][0]["records"]["s"] == "smile \U0001F600"
+    # the same through -p: YAML's escapes for the two halves, as json.dumps writes them
+    assert main(["--notebooks", str(folder), "--out", str(tmp_path / "p"), "-p", "s",
+                 json.dumps("smile \U0001F600")]) == 0
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert summary["notebooks"][0]["records"]["s"] == "smile \U0001F600"
+    assert "smile \U0001F600" in (tmp_path / "p" / "summary.md").read_text(encoding="utf-8")
     capsys.readouterr()
     params.write_text('{"all": {"s": "half \\ud83d"}}')
     assert main(["--notebooks", str(folder), "--out", str(tmp_path / "o2"), "-f",
@@ -444,6 +519,26 @@ def test_summary_md_escapes_every_cell_and_fences_errors_safely(tmp_path):
     assert (summary["git_commit"][:10] or "?") in index
 
 
+def test_the_reports_survive_any_name_and_any_recorded_text(tmp_path):
+    """A page's link in summary.md is a valid link target whatever the notebook is called, and
+    a record that UTF-8 cannot hold (a lone surrogate) does not crash the reports."""
+    from compile_ckpt.workshop.summary import NotebookRun, write_index_html, write_summary
+
+    meta = {"finished_utc": "2026-01-01T00:00:00+00:00", "git_commit": "0123456789abcdef",
+            "versions": {"torch": "9.9.9"}, "device": "cpu", "device_asked": "auto"}
+    run = NotebookRun("00_a b) <c>", str(tmp_path / "00_a b) <c>.ipynb"), "ok", 1.0,
+                      {"half": "x \ud83d y", "pipe": "a|b"})
+    md, js = write_summary([run], tmp_path, meta)
+    row = next(line for line in md.read_text(encoding="utf-8").splitlines()
+               if line.startswith("| ["))
+    assert row.startswith("| [00_a b) &lt;c&gt;](00_a%20b%29%20%3Cc%3E.html) |")
+    assert "pipe=a\\|b" in row and "\\ud83d" in row
+    assert json.loads(js.read_text(encoding="utf-8"))["notebooks"][0]["records"]["half"] == (
+        "x \ud83d y")
+    page = write_index_html([run], tmp_path, meta).read_text(encoding="utf-8")
+    assert "commit 0123456789, torch 9.9.9." in page and "&lt;c&gt;" in page
+
+
 def test_the_runner_has_a_console_script():
     from importlib.metadata import entry_points
 
@@ -451,3 +546,7 @@ def test_the_runner_has_a_console_script():
 
     [script] = [e for e in entry_points(group="console_scripts") if e.name == "compile-ckpt-run"]
     assert script.load() is runner.main
+    # what the script's wrapper does with main's return value: sys.exit(main()) -> exit 2
+    with pytest.raises(SystemExit) as exited:
+        sys.exit(script.load()(["--notebooks", "no-such-folder"]))
+    assert exited.value.code == 2

@@ -24,18 +24,24 @@ from pathlib import Path
 from typing import Any
 
 from .record import read_records
+from .runfiles import (
+    CLAIM,
+    RunnerError,
+    claim_folder,
+    held_by_a_run,
+    load_parameter_files,
+    refuse_a_used,
+    yaml_value,
+)
 from .summary import SCHEMA, NotebookRun, git_commit, one_line, write_index_html, write_summary
 
-__all__ = ["SCHEMA", "NotebookRun", "RunnerError", "main", "notebooks_in", "parameters_cell",
-           "plan", "run_notebook", "this_python_kernel"]
+__all__ = ["CLAIM", "SCHEMA", "NotebookRun", "RunnerError", "claim_folder", "held_by_a_run",
+           "load_parameter_files", "main", "notebooks_in", "parameters_cell", "plan",
+           "run_notebook", "this_python_kernel", "yaml_value"]
 INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 KERNEL = "compile-ckpt"
 _TYPES = {"int": int, "float": (int, float), "str": str, "bool": bool, "list": list, "dict": dict}
 Plan = list[tuple[Path, dict[str, Any] | None, str]]
-
-
-class RunnerError(Exception):
-    """A problem with what was asked (exit 2): nothing was run."""
 
 
 def _hint(name: str, known: list[str]) -> str:
@@ -181,53 +187,6 @@ def notebooks_in(directory: str | Path) -> list[Path]:
     return sorted(Path(directory).glob("[0-9][0-9]_*.ipynb"))
 
 
-def _text(value: Any, where: str) -> Any:
-    """``value`` with every string made valid text: a surrogate pair (what ``json.dumps`` writes
-    for an emoji, which YAML reads as two halves) joined into its character; a lone half
-    refused, naming ``where``."""
-    if isinstance(value, str):
-        try:
-            return value.encode("utf-16", "surrogatepass").decode("utf-16")
-        except UnicodeError:
-            raise RunnerError(f"{where}: {value!r} holds a lone surrogate, not text") from None
-    if isinstance(value, list):
-        return [_text(v, where) for v in value]
-    if isinstance(value, dict):
-        return {_text(k, where): _text(v, where) for k, v in value.items()}
-    return value
-
-
-def yaml_value(name: str, text: str) -> Any:
-    """A ``-p NAME VALUE`` value read as YAML (safely: tags never run); ``RunnerError`` in one
-    line when it is not YAML or not text."""
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RunnerError(f"-p {name}: {text!r} is not a YAML value "
-                          f"({one_line(str(exc), 160)})") from None
-    return _text(value, f"-p {name}")
-
-
-def load_parameter_files(files: list[str]) -> dict[str, dict[str, Any]]:
-    """``{"all" | notebook stem or number: {name: value}}`` merged from YAML files, later wins."""
-    import yaml
-
-    merged: dict[str, dict[str, Any]] = {}
-    for f in files:
-        try:
-            data = _text(yaml.safe_load(Path(f).read_text(encoding="utf-8")) or {}, f"-f {f}")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise RunnerError(f"-f {f}: cannot read it ({one_line(str(exc), 200)})") from None
-        if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-            raise RunnerError(f"-f {f}: expected a mapping of notebook (or 'all') to a mapping "
-                              "of parameters")
-        for key, values in data.items():
-            merged.setdefault(str(key), {}).update(values)
-    return merged
-
-
 def plan(selected: list[Path], files: dict[str, dict[str, Any]], overrides: dict[str, Any],
          every: list[Path] | None = None) -> Plan:
     """Each selected notebook with its parameters (``all`` < file entry by number < by name <
@@ -286,39 +245,6 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-CLAIM = ".run"  # created exclusively in a run folder: two runs never share one
-
-
-def claim_folder(out: str | None, started: dt.datetime) -> Path:
-    """The run's folder, claimed for it alone: the default ``runs/<UTC timestamp>`` (``-2``,
-    ``-3``, … when a run started in the same second holds it), or ``out``, refused
-    (``RunnerError``) when it holds a run already. ``OSError``: it cannot be written."""
-    if out is None:
-        base = (Path("runs") / started.strftime("%Y%m%dT%H%M%SZ")).resolve()
-        base.parent.mkdir(parents=True, exist_ok=True)
-        for n in range(1, 1000):
-            folder = base if n == 1 else base.with_name(f"{base.name}-{n}")
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            (folder / CLAIM).touch(exist_ok=False)
-            return folder
-        raise RunnerError(f"{base}: 999 runs started in this second already")
-    folder = Path(out).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    held = [n for n in (CLAIM, "summary.json") if (folder / n).exists()]
-    held += [p.name for p in folder.glob("*.ipynb")][:1]
-    if not held:
-        try:
-            (folder / CLAIM).touch(exist_ok=False)
-            return folder
-        except FileExistsError:
-            held = [CLAIM]
-    raise RunnerError(f"--out {folder}: it holds a run already ({held[0]}); nothing was "
-                      "changed. Choose a new folder, or delete that one first")
-
-
 def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path]:
     """What to run and where, or ``RunnerError``/``OSError``: nothing runs."""
     folder = Path(args.notebooks)
@@ -331,7 +257,9 @@ def _prepare(args: argparse.Namespace, started: dt.datetime) -> tuple[Plan, Path
                           f"are {[nb.stem for nb in found] or 'none'}")
     overrides = {name: yaml_value(name, value) for name, value in args.parameter}
     todo = plan(chosen, load_parameter_files(args.parameters_file), overrides, found)
-    if args.check:  # a check writes nothing
+    if args.check:  # a check writes nothing, but says what a run would refuse
+        if args.out and Path(args.out).is_dir():
+            refuse_a_used(Path(args.out).resolve())
         return todo, Path(args.out or "runs").resolve()
     return todo, claim_folder(args.out, started)
 
@@ -366,6 +294,10 @@ def _console(r: NotebookRun) -> str:
     return f"  {r.status} in {r.wall_s:.1f}s ({len(r.records)} records){where}{cause}"
 
 
+def _flat(exc: BaseException) -> str:
+    return " ".join(str(exc).splitlines())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the selected notebooks into ``runs/<UTC timestamp>/`` and summarise them
     (``--check``: only check and print the plan)."""
@@ -374,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     args, started = _arguments(argv), dt.datetime.now(dt.UTC)
     try:
         todo, out = _prepare(args, started)
-    except (RunnerError, ValueError) as exc:
-        print(f"runner: error: {exc}", file=sys.stderr)
+    except (RunnerError, ValueError) as exc:  # one line: a log's last line says it all
+        print(f"runner: error: {_flat(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"runner: error: cannot write the output folder: {exc}", file=sys.stderr)
+        print(f"runner: error: cannot write the output folder: {_flat(exc)}", file=sys.stderr)
         return 2
     asked, used = devices(todo)
     if args.check:
@@ -405,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": {"files": args.parameters_file, "overrides": dict(args.parameter)}}
     md, _ = write_summary(runs, out, meta)
     index = write_index_html(runs, out, meta)
-    print(md.read_text())
+    print(md.read_text(encoding="utf-8"))
     print(f"Report: {index}")
     return 0 if all(r.status == "ok" for r in runs) else 1
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .record import MIME
 from .record import TAG as RECORD_TAG
@@ -92,13 +93,13 @@ def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]
                   "html": rel(Path(r.output).with_suffix(".html"))} for r in runs]
     js = out_dir / "summary.json"
     js.write_text(json.dumps({"schema": SCHEMA, **meta, "notebooks": notebooks}, indent=2,
-                             default=str))
+                             default=str), encoding="utf-8")
     lines = ["# Notebook run summary", "",
              md_cell(f"{run_line(meta)} {device_line(meta)}"), "",
              "| notebook | status | wall time (s) | key recorded values |", "|---|---|---|---|"]
     for r in runs:
         keys = md_cell("; ".join(f"{k}={v}" for k, v in _shown(r.records).items()) or "-")
-        page = Path(r.output).with_suffix(".html").name
+        page = quote(Path(r.output).with_suffix(".html").name)  # a link target: no ) or space
         lines.append(f"| [{md_cell(r.name)}]({page}) | {md_cell(r.outcome())} | "
                      f"{r.wall_s:.1f} | {keys} |")
     failed = [r for r in runs if r.status != "ok"]
@@ -108,7 +109,8 @@ def write_summary(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any]
             lines += [f"- **{md_cell(r.name)}** {md_cell(r.headline())}:", "",
                       *md_fence(r.error), ""]
     md = out_dir / "summary.md"
-    md.write_text("\n".join(lines) + "\n")
+    # backslashreplace: a notebook can record a lone surrogate, which UTF-8 cannot hold
+    md.write_text("\n".join(lines) + "\n", encoding="utf-8", errors="backslashreplace")
     return md, js
 
 
@@ -125,7 +127,7 @@ def write_page(output: Path) -> Path:
     widgets_as_text(nb)
     body, _ = HTMLExporter().from_notebook_node(nb)
     page = output.with_suffix(".html")
-    page.write_text(body, encoding="utf-8")
+    page.write_text(body, encoding="utf-8", errors="backslashreplace")
     return page
 
 
@@ -187,5 +189,5 @@ def write_index_html(runs: list[NotebookRun], out_dir: Path, meta: dict[str, Any
         f"<p>{html.escape(run_line(meta))} {html.escape(device_line(meta))}"
         "</p><table><tr><th>notebook</th>"
         "<th>status</th><th>wall time (s)</th><th>key recorded values</th></tr>"
-        + "".join(rows) + "</table>", encoding="utf-8")
+        + "".join(rows) + "</table>", encoding="utf-8", errors="backslashreplace")
     return index
