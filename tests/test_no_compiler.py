@@ -5,13 +5,11 @@ with ``notebooks/params/no-compiler.yaml``, teaching what it teaches with the de
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from compile_ckpt.workshop.runner import load_parameter_files, notebooks_in, plan, run_notebook
+from compile_ckpt.workshop.runner import load_parameter_files, notebooks_in
 from conftest import ROOT
-from test_notebooks import CHECKS, GPU
+from test_notebooks import CHECKS, run_ok
 
 NOTEBOOKS = ROOT / "notebooks"
 PARAMS = NOTEBOOKS / "params"
@@ -29,19 +27,9 @@ def broken_compiler(monkeypatch, tmp_path):
     # notebook 00's records below show the kernel found no working compiler)
 
 
-def run(path: Path, files: dict, tmp_path: Path) -> dict:
-    [(_, params, why)] = plan([path], files, {"device": "cuda" if GPU else "cpu"},
-                              notebooks_in(NOTEBOOKS))
-    assert not why
-    result = run_notebook(path, tmp_path / path.name, params, timeout=900,
-                          workdir=tmp_path / "artifacts")
-    assert result.status == "ok", result.error
-    return result.records
-
-
 @pytest.mark.slow
 def test_check_setup_with_its_defaults_diagnoses_and_finishes(broken_compiler, tmp_path):
-    r = run(NOTEBOOKS / "00_check_setup.ipynb", {}, tmp_path)
+    r = run_ok(NOTEBOOKS / "00_check_setup.ipynb", {}, tmp_path)
     assert r["cxx_compiler_works"] is False and r["inductor_ok"] is False
     assert r["compile_backend"] == "inductor" and r["backend_used"] == "eager"
     assert "InvalidCxxCompiler" in r["compile_error"]
@@ -53,7 +41,7 @@ def test_check_setup_with_its_defaults_diagnoses_and_finishes(broken_compiler, t
 @pytest.mark.slow
 @pytest.mark.parametrize("path", ROOM, ids=lambda p: p.stem)
 def test_every_notebook_but_05_runs_without_a_compiler(path, broken_compiler, tmp_path):
-    r = run(path, NO_COMPILER, tmp_path)
+    r = run_ok(path, NO_COMPILER, tmp_path)
     if path.stem.startswith("00"):
         assert r["backend_used"] == "eager" and not r["compile_error"]
         assert r["cxx_compiler_works"] is False and "no-compiler.yaml" in r["verdict"]

@@ -410,17 +410,22 @@ def test_notebook_is_committed_clean_and_well_formed(path: Path):
         assert RECORD_TAG not in cell["metadata"].get("tags", [])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", notebooks_in(NOTEBOOKS), ids=lambda p: p.stem)
-def test_notebook_runs_and_teaches_what_it_says(path, tmp_path):
-    # every notebook takes an explicit device (a nightly job passes one to all)
-    [(_, params, why)] = plan([path], SMOKE, {"device": "cuda" if GPU else "cpu"},
+def run_ok(path: Path, files: dict[str, dict[str, Any]], tmp_path: Path) -> dict[str, Any]:
+    """Run ``path`` with the parameter ``files`` and an explicit device (a nightly job passes
+    one to all); its records, once it ran to its end."""
+    [(_, params, why)] = plan([path], files, {"device": "cuda" if GPU else "cpu"},
                               notebooks_in(NOTEBOOKS))
     assert not why
     run = run_notebook(path, tmp_path / path.name, params, timeout=900,
                        workdir=tmp_path / "artifacts")
     assert run.status == "ok", run.error
-    CHECKS[path.stem](run.records)
+    return run.records
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", notebooks_in(NOTEBOOKS), ids=lambda p: p.stem)
+def test_notebook_runs_and_teaches_what_it_says(path, tmp_path):
+    CHECKS[path.stem](run_ok(path, SMOKE, tmp_path))
 
 
 def _kernel_cell(prelude: str, cwd: Path) -> subprocess.CompletedProcess[str]:
