@@ -47,3 +47,31 @@ def test_every_notebook_but_05_runs_without_a_compiler(path, broken_compiler, tm
         assert r["cxx_compiler_works"] is False and "no-compiler.yaml" in r["verdict"]
     else:
         CHECKS[path.stem](r)  # the same lessons as with a compiler
+
+
+def _check_in(env_cxx: str) -> dict:
+    """cxx_compiler_check() in a fresh process (Inductor reads $CXX when it is imported)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json; from compile_ckpt.workshop.env import cxx_compiler_check; "
+            "print(json.dumps(cxx_compiler_check()._asdict()))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "CXX": env_cxx})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_the_compiler_check_finds_what_inductor_would_and_says_why_it_fails():
+    import shutil
+
+    broken = _check_in("/bin/false")  # answers --version with a failure: Inductor rejects it
+    assert broken["works"] is False and broken["compiler"] == "/bin/false"
+    assert "--version failed" in broken["detail"]
+    missing = _check_in("no-such-compiler-here")
+    assert missing["works"] is False and "not found" in missing["detail"]
+    if shutil.which("g++"):
+        working = _check_in("g++")
+        assert working["works"] is True and working["compiler"] == shutil.which("g++")
